@@ -1,0 +1,153 @@
+"""Train-step throughput and peak memory of the downstream classifiers.
+
+For each architecture, image size and numeric mode the script times full training steps
+(uint8 batch -> resize/augment/normalise -> forward -> cross-entropy -> backward -> AdamW) with
+the same code the pipeline uses (histaug.classify.to_model_input / train_step), and records the
+peak resident memory. Every case runs in its own subprocess so that peak RSS belongs to that
+case alone.
+
+Peak RSS includes the interpreter, torch and timm (about 0.8 GB before any training step);
+"after build" is the resident memory once the model exists, so the difference is the cost of
+training (activations, gradients, optimiser state).
+
+Modes:
+  fp32                contiguous (NCHW) tensors, fp32
+  channels_last       NHWC memory format, fp32          (compute.channels_last: true)
+  channels_last+bf16  NHWC + bfloat16 autocast          (compute.precision.downstream: bf16)
+
+Examples:
+  python benchmarks/bench_classifiers.py                              # all archs, 96 px, batch 32
+  python benchmarks/bench_classifiers.py --archs resnet34 --image-size 96
+  python benchmarks/bench_classifiers.py --image-size 32 48 --steps 8 --json bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODES = ("fp32", "channels_last", "channels_last+bf16")
+
+
+def _current_rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc), in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_case(arch: str, image_size: int, mode: str, batch: int, steps: int, warmup: int, threads: int | None) -> dict:
+    """Time `steps` training steps after `warmup` untimed ones; runs inside the worker process."""
+    sys.path.insert(0, str(REPO))
+    import numpy as np
+    import torch
+
+    from histaug.classify import build_classifier, to_model_input, train_step
+    from histaug.utils import set_threads
+
+    set_threads(threads)
+    channels_last = mode.startswith("channels_last")
+    precision = "bf16" if mode.endswith("bf16") else "fp32"
+    torch.manual_seed(0)
+    model = build_classifier(arch, num_classes=2)
+    rss_model = _current_rss_mb()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    rng = np.random.default_rng(0)
+    # PCam patches are 96 px; smaller sizes are produced by the same antialiased resize as training.
+    images = rng.integers(0, 256, (batch, 96, 96, 3), dtype=np.uint8)
+    labels = torch.from_numpy(rng.integers(0, 2, batch))
+    generator = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        x = to_model_input(images, image_size, channels_last=channels_last, augment_generator=generator)
+        train_step(model, optimizer, x, labels, precision)
+
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    median = float(np.median(times))
+    return {
+        "arch": arch,
+        "image_size": image_size,
+        "mode": mode,
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "steps": steps,
+        "step_ms_median": 1000 * median,
+        "img_per_s": batch / median,
+        "img_per_s_mean": batch * steps / sum(times),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_after_build_mb": rss_model,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", nargs="+", default=["resnet34", "resnet50_cbam", "densenet169"])
+    parser.add_argument("--image-size", nargs="+", type=int, default=[96])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per case (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per case")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        arch, size, mode = args.worker.split("|")
+        result = run_case(arch, int(size), mode, args.batch, args.steps, args.warmup, args.threads)
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    load_before = os.getloadavg()
+    print(f"# cpus={os.cpu_count()} loadavg(1,5,15)={tuple(round(v, 2) for v in load_before)} batch={args.batch} "
+          f"steps={args.steps} warmup={args.warmup}", flush=True)
+    header = (f"{'arch':<14} {'px':>4} {'mode':<19} {'img/s':>8} {'ms/step':>9} {'peak RSS MB':>12} "
+              f"{'after build':>12}")
+    print(header)
+    print("-" * len(header), flush=True)
+    results = []
+    for size in args.image_size:
+        for arch in args.archs:
+            for mode in args.modes:
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", f"{arch}|{size}|{mode}",
+                       "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                if args.threads:
+                    cmd += ["--threads", str(args.threads)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                if proc.returncode != 0 or not lines:
+                    print(f"{arch:<14} {size:>4} {mode:<19} FAILED: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+                    continue
+                r = json.loads(lines[-1][len("RESULT "):])
+                results.append(r)
+                print(f"{arch:<14} {size:>4} {mode:<19} {r['img_per_s']:>8.1f} {r['step_ms_median']:>9.0f} "
+                      f"{r['peak_rss_mb']:>12.0f} {r['rss_after_build_mb']:>12.0f}", flush=True)
+    load_after = os.getloadavg()
+    print(f"# loadavg after={tuple(round(v, 2) for v in load_after)} (values above the core count mean other "
+          "processes shared the CPU and throughput is understated)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"load_before": load_before, "load_after": load_after, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""Data ingest: PatchCamelyon HDF5 files or a Kaggle-layout image folder -> one canonical HDF5 per split.
+
+Canonical output (results_dir/data/):
+  {train,valid,test}.h5   x uint8 (N,96,96,3), y int64 (N,) source label, id (N,) string
+  source_labels.csv       split, index, id, source_label
+
+Splits: PCam brings its own train/valid/test. Sources without splits (a Kaggle folder, or a
+sample drawn from one PCam split) get a seeded, stratified split.
+Input folders are only ever read.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .utils import PipelineError, atomic_path, progress, write_csv
+
+SPLITS = ("train", "valid", "test")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+PATCH_SHAPE = (96, 96, 3)
+
+# MD5 of the gzipped files on Zenodo record 2546921 (basveeling/pcam README).
+PCAM_MD5 = {
+    "camelyonpatch_level_2_split_train_x.h5.gz": "1571f514728f59376b705fc836ff4b63",
+    "camelyonpatch_level_2_split_train_y.h5.gz": "35c2d7259d906cfc8143347bb8e05be7",
+    "camelyonpatch_level_2_split_valid_x.h5.gz": "d8c2d60d490dbd479f8199bdfa0cf6ec",
+    "camelyonpatch_level_2_split_valid_y.h5.gz": "60a7035772fbdb7f34eb86d4420cf66a",
+    "camelyonpatch_level_2_split_test_x.h5.gz": "d5b63470df7cfa627aeec8b9dc0c066e",
+    "camelyonpatch_level_2_split_test_y.h5.gz": "2b85f58b927af9964a4c15b8f7e8f179",
+}
+PCAM_RECORD = "Zenodo record 2546921 (https://zenodo.org/record/2546921)"
+
+
+def pcam_filename(split: str, kind: str) -> str:
+    return f"camelyonpatch_level_2_split_{split}_{kind}.h5"
+
+
+# --------------------------------------------------------------------------- download
+
+
+def md5sum(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_pcam_file(split: str, kind: str, url_template: str, dest_dir: str | os.PathLike, log=None) -> Path:
+    """Download one gzipped PCam file, check its MD5, and unpack it to dest_dir/<name>.h5.
+
+    Fails with a message saying what to fetch and where to put it when there is no network.
+    """
+    name = pcam_filename(split, kind)
+    gz_name = name + ".gz"
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    out = dest_dir / name
+    url = url_template.format(name=gz_name)
+    manual = (
+        f"Fetch {gz_name} from {PCAM_RECORD} (or the mirrors listed in the PCam README), check its MD5 "
+        f"({PCAM_MD5[gz_name]}), gunzip it and put {name} into {dest_dir}/ ; or point `data_dir` at a folder "
+        "that already holds the six camelyonpatch_level_2_split_*_{x,y}.h5 files."
+    )
+    with atomic_path(dest_dir / gz_name) as tmp_gz:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp, open(tmp_gz, "wb") as fh:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                bar = progress(total=total, unit="B", unit_scale=True, desc=f"download {gz_name}")
+                for block in iter(lambda: resp.read(1 << 20), b""):
+                    fh.write(block)
+                    bar.update(len(block))
+                bar.close()
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise PipelineError(f"Could not download {url}: {exc}.\n{manual}") from exc
+        got = md5sum(tmp_gz)
+        if got != PCAM_MD5[gz_name]:
+            raise PipelineError(f"{gz_name}: MD5 {got} does not match the published {PCAM_MD5[gz_name]}; "
+                                f"the download is corrupt, delete it and rerun.\n{manual}")
+        if log:
+            log.info("downloaded %s (MD5 ok), unpacking", gz_name)
+        with atomic_path(out) as tmp_h5, gzip.open(tmp_gz, "rb") as src, open(tmp_h5, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 22)
+    return out
+
+
+# --------------------------------------------------------------------------- PCam HDF5
+
+
+def open_pcam_split(data_dir: str | os.PathLike, split: str) -> tuple[h5py.Dataset, np.ndarray, h5py.File]:
+    """Open and validate one PCam split; returns (x dataset, y array, open x file)."""
+    data_dir = Path(data_dir)
+    px, py = data_dir / pcam_filename(split, "x"), data_dir / pcam_filename(split, "y")
+    for p in (px, py):
+        if not p.exists():
+            raise PipelineError(f"{p}: PCam file not found. Put the unpacked PCam HDF5 files there "
+                                f"(from {PCAM_RECORD}) or set data_dir to their folder.")
+    fx = h5py.File(px, "r")
+    with h5py.File(py, "r") as fy:
+        validate_pcam_pair(fx, fy, px, py)
+        y = fy["y"][()].reshape(-1).astype(np.int64)
+    return fx["x"], y, fx
+
+
+def validate_pcam_pair(fx, fy, px, py) -> None:
+    if "x" not in fx:
+        raise PipelineError(f"{px}: no dataset 'x' (found {list(fx.keys())}); expected PCam's uint8 (N,96,96,3) images")
+    x = fx["x"]
+    if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != PATCH_SHAPE:
+        raise PipelineError(f"{px}: dataset 'x' is {x.dtype} {x.shape}; expected uint8 (N,96,96,3). "
+                            "Use the unmodified PCam files.")
+    if "y" not in fy:
+        raise PipelineError(f"{py}: no dataset 'y' (found {list(fy.keys())}); expected PCam's labels (N,1,1,1)")
+    y = fy["y"]
+    if y.shape[0] != x.shape[0] or int(np.prod(y.shape[1:])) != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise PipelineError(f"{py}: dataset 'y' is {y.dtype} {y.shape}; expected integer (N,1,1,1) with N={x.shape[0]} "
+                            f"matching {px}.")
+
+
+# --------------------------------------------------------------------------- Kaggle folder
+
+
+def detect_format(data_dir: str | os.PathLike) -> str:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise PipelineError(f"data_dir={str(data_dir)!r} does not exist or is not a folder; set `data_dir` to a Kaggle-layout "
+                            "folder (images/ + labels.csv) or a folder with the PCam HDF5 files, or to null for PCam download.")
+    if (data_dir / "labels.csv").exists():
+        return "folder"
+    if all((data_dir / pcam_filename(s, k)).exists() for s in SPLITS for k in "xy"):
+        return "pcam"
+    raise PipelineError(f"data_dir={str(data_dir)!r}: found neither labels.csv (Kaggle layout: images/<id>.jpg|png|tif + "
+                        "labels.csv with columns id,label) nor the six camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5 files.")
+
+
+def scan_folder(data_dir: str | os.PathLike) -> pd.DataFrame:
+    """Read labels.csv and match every row to exactly one image file. Returns id, label, path."""
+    data_dir = Path(data_dir)
+    labels_csv = data_dir / "labels.csv"
+    try:
+        table = pd.read_csv(labels_csv, dtype={"id": str})
+    except Exception as exc:  # pandas raises many kinds
+        raise PipelineError(f"{labels_csv}: cannot be read as CSV ({exc})") from exc
+    missing_cols = {"id", "label"} - set(table.columns)
+    if missing_cols:
+        raise PipelineError(f"{labels_csv}: missing column(s) {sorted(missing_cols)}; expected a header 'id,label' "
+                            f"(found {list(table.columns)})")
+    if table["id"].duplicated().any():
+        dup = table.loc[table["id"].duplicated(), "id"].tolist()
+        raise PipelineError(f"{labels_csv}: duplicate ids, e.g. {dup[:5]}; each image must appear once")
+    bad = table[pd.to_numeric(table["label"], errors="coerce").isna()]
+    if len(bad):
+        raise PipelineError(f"{labels_csv}: non-numeric labels for ids {bad['id'].tolist()[:5]}; labels must be integers 0..K-1")
+    table["label"] = table["label"].astype(np.int64)
+    image_dir = data_dir / "images"
+    if not image_dir.is_dir():
+        raise PipelineError(f"{image_dir}: folder not found; a Kaggle-layout data_dir holds images/<id>.jpg|png|tif")
+    files = {}
+    for p in image_dir.iterdir():
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            if p.stem in files:
+                raise PipelineError(f"{image_dir}: two files for id {p.stem!r} ({files[p.stem].name}, {p.name}); keep one")
+            files[p.stem] = p
+    ids = set(table["id"])
+    no_image = [i for i in table["id"] if i not in files]
+    no_row = sorted(set(files) - ids)
+    if no_image:
+        raise PipelineError(f"{labels_csv}: {len(no_image)} row(s) have no image in {image_dir}, e.g. {no_image[:5]}. "
+                            "Add the images or remove those rows.")
+    if no_row:
+        raise PipelineError(f"{image_dir}: {len(no_row)} image(s) have no row in {labels_csv}, e.g. {no_row[:5]}. "
+                            "Add rows (id,label) for them or move them out of images/.")
+    table["path"] = [str(files[i]) for i in table["id"]]
+    return table.reset_index(drop=True)
+
+
+def load_folder_images(paths: list[str], desc: str = "read images") -> np.ndarray:
+    """Read RGB images, checking each is 96x96; the error lists the first offending files."""
+    out = np.empty((len(paths),) + PATCH_SHAPE, dtype=np.uint8)
+    wrong = []
+    for i, p in enumerate(progress(paths, desc=desc, unit="img")):
+        try:
+            with Image.open(p) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except Exception as exc:
+            raise PipelineError(f"{p}: cannot be read as an image ({exc}); replace or remove it") from exc
+        if arr.shape != PATCH_SHAPE:
+            wrong.append(f"{Path(p).name} {arr.shape[1]}x{arr.shape[0]}")
+            continue
+        out[i] = arr
+    if wrong:
+        raise PipelineError(f"{len(wrong)} image(s) are not 96x96 RGB patches, e.g. {wrong[:5]}; PCam-style patches are "
+                            "96x96 px. Crop or resize them before ingest.")
+    return out
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def stratified_split(labels: np.ndarray, fractions: dict, seed: int) -> dict[str, np.ndarray]:
+    """Seeded, stratified split of positions 0..N-1 into the named parts (sorted indices per part).
+
+    Per class, counts are allocated by largest remainder so every part keeps the class ratio.
+    """
+    labels = np.asarray(labels)
+    names = list(fractions)
+    fr = np.array([float(fractions[n]) for n in names])
+    if np.any(fr < 0) or not np.isclose(fr.sum(), 1.0):
+        raise PipelineError(f"config split.fractions={fractions}: fractions must be >= 0 and sum to 1")
+    rng = np.random.default_rng(seed)
+    parts = {n: [] for n in names}
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        counts = _allocate(len(idx), fr)
+        start = 0
+        for n, k in zip(names, counts):
+            parts[n].append(idx[start:start + k])
+            start += k
+    return {n: np.sort(np.concatenate(v)) if v else np.zeros(0, np.int64) for n, v in parts.items()}
+
+
+def _allocate(n: int, fractions: np.ndarray) -> np.ndarray:
+    raw = fractions * n
+    counts = np.floor(raw).astype(int)
+    rest = n - counts.sum()
+    order = np.argsort(-(raw - counts), kind="stable")
+    counts[order[:rest]] += 1
+    return counts
+
+
+def stratified_subset(labels: np.ndarray, fraction: float | None, count: int | None, seed: int) -> np.ndarray:
+    """Seeded, stratified subset of positions; `count` (absolute) wins over `fraction`."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    if count is not None:
+        if not 0 < count <= n:
+            raise PipelineError(f"config subset.count={count}: must be between 1 and the training split size {n}")
+        fraction = count / n
+    elif fraction is None or not 0 < fraction <= 1:
+        raise PipelineError(f"config subset.fraction={fraction}: must be in (0, 1]")
+    target = int(round(fraction * n)) if count is None else int(count)
+    rng = np.random.default_rng(seed)
+    classes, class_counts = np.unique(labels, return_counts=True)
+    want = _allocate(target, class_counts / n)
+    chosen = []
+    for c, k in zip(classes, want):
+        idx = np.flatnonzero(labels == c)
+        chosen.append(np.sort(rng.choice(idx, size=min(k, len(idx)), replace=False)))
+    return np.sort(np.concatenate(chosen))
+
+
+# --------------------------------------------------------------------------- canonical output
+
+
+def _write_split(path: Path, x_source, rows: np.ndarray, y: np.ndarray, ids: list[str], desc: str, chunk: int = 4096) -> None:
+    """Stream rows of an array-like (h5py dataset or numpy) into a canonical split file."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            n = len(rows)
+            dx = f.create_dataset("x", shape=(n,) + PATCH_SHAPE, dtype=np.uint8,
+                                  chunks=(min(max(n, 1), 256),) + PATCH_SHAPE if n else None)
+            for start in progress(range(0, n, chunk), desc=desc, unit="chunk"):
+                sel = rows[start:start + chunk]
+                if isinstance(x_source, np.ndarray):
+                    dx[start:start + len(sel)] = x_source[sel]
+                else:  # h5py needs increasing indices; PCam rows are contiguous or sorted
+                    dx[start:start + len(sel)] = x_source[np.sort(sel)] if not np.all(np.diff(sel) > 0) else x_source[sel]
+            f.create_dataset("y", data=np.asarray(y, np.int64))
+            f.create_dataset("id", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
+
+
+def ingest(data_cfg: dict, out_dir: str | os.PathLike, log=None) -> pd.DataFrame:
+    """Write results_dir/data/{split}.h5 and source_labels.csv from the configured source.
+
+    data_cfg keys: data_dir (None = PCam in pcam_dir), pcam_dir, pcam.sample, split.{fractions,seed}.
+    """
+    out_dir = Path(out_dir)
+    data_dir = data_cfg.get("data_dir")
+    source_dir = Path(data_dir) if data_dir else Path(data_cfg["pcam_dir"])
+    fmt = detect_format(source_dir) if data_dir else "pcam"
+    split_cfg = data_cfg["split"]
+    rows_out = []
+
+    if fmt == "folder":
+        table = scan_folder(source_dir)
+        parts = stratified_split(table["label"].to_numpy(), split_cfg["fractions"], split_cfg["seed"])
+        x_all = load_folder_images(table["path"].tolist(), desc=f"read {source_dir.name}")
+        for split in SPLITS:
+            idx = parts[split]
+            sub = table.iloc[idx]
+            _write_split(out_dir / f"{split}.h5", x_all, idx, sub["label"].to_numpy(), sub["id"].tolist(), f"write {split}")
+            rows_out.append(pd.DataFrame({"split": split, "index": np.arange(len(idx)), "id": sub["id"].to_numpy(),
+                                          "source_label": sub["label"].to_numpy()}))
+        source = f"Kaggle-layout folder {source_dir}"
+    else:
+        sample = (data_cfg.get("pcam") or {}).get("sample")
+        if sample:
+            x_ds, y, fx = open_pcam_split(source_dir, sample["split"])
+            try:
+                picked = stratified_subset(y, None, int(sample["n"]), int(sample.get("seed", 0)))
+                x_mem = x_ds[picked]  # increasing indices, one read
+                y_mem = y[picked]
+                ids = [f"pcam_{sample['split']}_{i}" for i in picked]
+            finally:
+                fx.close()
+            parts = stratified_split(y_mem, split_cfg["fractions"], split_cfg["seed"])
+            for split in SPLITS:
+                idx = parts[split]
+                _write_split(out_dir / f"{split}.h5", x_mem, idx, y_mem[idx], [ids[i] for i in idx], f"write {split}")
+                rows_out.append(pd.DataFrame({"split": split, "index": np.arange(len(idx)),
+                                              "id": [ids[i] for i in idx], "source_label": y_mem[idx]}))
+            source = f"PCam {sample['split']} split, stratified sample of {sample['n']} (seed {sample.get('seed', 0)})"
+        else:
+            for split in SPLITS:
+                x_ds, y, fx = open_pcam_split(source_dir, split)
+                try:
+                    rows = np.arange(len(y))
+                    ids = [f"pcam_{split}_{i}" for i in rows]
+                    _write_split(out_dir / f"{split}.h5", x_ds, rows, y, ids, f"copy PCam {split}")
+                finally:
+                    fx.close()
+                rows_out.append(pd.DataFrame({"split": split, "index": rows, "id": ids, "source_label": y}))
+            source = f"PCam HDF5 files in {source_dir}"
+    table = pd.concat(rows_out, ignore_index=True)
+    for split in SPLITS:
+        if (table["split"] == split).sum() == 0:
+            raise PipelineError(f"split {split!r} came out empty; the data has too few images for config split.fractions")
+    write_csv(table, out_dir / "source_labels.csv")
+    if log:
+        counts = table.groupby(["split", "source_label"]).size().to_dict()
+        log.info("ingested %s: %s", source, counts)
+    return table

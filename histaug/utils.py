@@ -1,0 +1,165 @@
+"""Small shared helpers: errors, seeding, devices, precision, atomic files, logging, progress."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+
+class PipelineError(RuntimeError):
+    """An error caused by the user's input or configuration.
+
+    The message must name the offending file or config key and say how to fix it.
+    Rule scripts turn it into one clean message and a non-zero exit.
+    """
+
+
+# --------------------------------------------------------------------------- seeding / devices
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def get_device(preference: str = "auto"):
+    """`auto` picks CUDA when present, else CPU. `cpu`, `cuda`, `cuda:1`, `mps` are taken as given."""
+    import torch
+
+    if preference in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(preference)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PipelineError(f"config compute.device={preference!r} but no CUDA device is visible; use 'auto' or 'cpu'")
+    return dev
+
+
+def autocast(device, precision: str = "fp32"):
+    """Mixed-precision context: `fp32` (off), `bf16`, `fp16` (CUDA only)."""
+    import torch
+
+    device = torch.device(device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise PipelineError("config compute.precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    raise PipelineError(f"config compute.precision={precision!r}: expected fp32, bf16 or fp16")
+
+
+def set_threads(n: int | None) -> None:
+    """Limit torch's intra-op threads (Snakemake's `threads:`) so parallel jobs do not oversubscribe."""
+    import torch
+
+    if n:
+        torch.set_num_threads(int(n))
+
+
+# --------------------------------------------------------------------------- files
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    A crash therefore never leaves a half-written file that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_csv(df, path: str | os.PathLike, **kwargs) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, **kwargs)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a config slice (used to decide whether a checkpoint may be resumed)."""
+    blob = json.dumps(obj, sort_keys=True, default=_json_default).encode()
+    return hashlib.sha1(blob).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- logging / progress
+
+
+def get_logger(name: str = "histaug", log_file: str | os.PathLike | None = None) -> logging.Logger:
+    """Logger writing to stderr and, when given, to the rule's log file."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    if not any(isinstance(h, logging.StreamHandler) and getattr(h, "_histaug", False) for h in logger.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(fmt)
+        h._histaug = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file, mode="a")
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+    return logger
+
+
+def progress(iterable: Iterable | None = None, **kwargs):
+    """tqdm progress bar on stderr (ends up in the rule's log). Quiet when HISTAUG_NO_PROGRESS is set."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("mininterval", 2.0)
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("file", sys.stderr)
+    kwargs.setdefault("disable", bool(os.environ.get("HISTAUG_NO_PROGRESS")))
+    return tqdm(iterable, **kwargs)

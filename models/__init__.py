@@ -1,0 +1,19 @@
+"""Generator families. Importing this package registers every built-in family."""
+from .registry import (
+    GANParts,
+    FamilySpec,
+    available_families,
+    build_generator,
+    get_family,
+    register_family,
+)
+from . import cgan, cvae  # noqa: E402,F401  (registration side effects)
+
+__all__ = [
+    "GANParts",
+    "FamilySpec",
+    "available_families",
+    "build_generator",
+    "get_family",
+    "register_family",
+]

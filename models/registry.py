@@ -1,0 +1,141 @@
+"""Registry of generator families.
+
+A *family* is a named builder that turns one entry of the config's ``generators:`` section
+(``gen_cfg``) into the networks that family trains, bundled as :class:`GANParts`, plus the name
+of the training loop that drives them:
+
+* ``"adversarial"`` -- a generator and a discriminator trained by alternating updates
+  (``histaug.train_generator.train_adversarial``). The loop is the same for every adversarial
+  family; what differs between families is carried by the parts themselves: the networks, the
+  loss hooks (``GANParts.objective``, default :class:`histaug.losses.AdversarialObjective`) and an
+  optional differentiable augmentation applied to every image the discriminator sees
+  (``GANParts.augment``, e.g. DiffAug). Generic knobs (``n_critic``, ``ema_decay``, ``lr``,
+  ``betas``) are read from ``gen_cfg`` by the loop.
+* ``"vae"`` -- a conditional VAE trained on reconstruction + KL
+  (``histaug.train_generator.train_vae``).
+
+Adding a family (HViTGAN, MedViTGAN, AttributeGAN, ...) means writing a module with::
+
+    @register_family("hvitgan")
+    def build_hvitgan(gen_cfg, num_classes, name):
+        return GANParts(generator=..., discriminator=..., objective=MyLossHooks(...), augment=DiffAug(...))
+
+and importing it from ``models/__init__.py``. No training code changes.
+
+Interface every family keeps:
+
+* generator: ``nn.Module`` with attributes ``latent_dim``, ``num_classes``, ``image_size`` and
+  ``forward(z: (B, latent_dim) float, labels: (B,) long) -> (B, 3, H, W)`` in ``[-1, 1]``.
+* discriminator: ``forward(x, labels) -> {"source": (B,) raw score, "class_logits": (B, K) or None}``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+from histaug.utils import PipelineError
+
+TRAINERS = ("adversarial", "vae")
+GENERATOR_ATTRIBUTES = ("latent_dim", "num_classes", "image_size")
+
+
+@dataclass
+class GANParts:
+    """The networks (and optional loss hooks) one family trains.
+
+    generator:     the sampling network (for the VAE family: the whole VAE, whose forward decodes).
+    discriminator: the critic/discriminator of adversarial families, None for the VAE.
+    objective:     loss hooks for adversarial families, an ``nn.Module`` with
+                   ``discriminator_loss(discriminate, real, fake, labels) -> (loss, terms)``,
+                   ``generator_loss(discriminate, fake, labels) -> (loss, terms)``,
+                   ``discriminator_parameters()`` and ``generator_parameters()`` (extra trainable
+                   tensors such as learned loss weights, optimised with D resp. G). None = the
+                   default :class:`histaug.losses.AdversarialObjective` built from ``gen_cfg``.
+    augment:       callable applied to every batch before the discriminator (real, fake and the
+                   gradient-penalty interpolates alike), or None.
+    family, trainer: filled in by :func:`build_generator`.
+    """
+
+    generator: nn.Module
+    discriminator: nn.Module | None = None
+    objective: nn.Module | None = None
+    augment: Callable[[Any], Any] | None = None
+    family: str = ""
+    trainer: str = ""
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    name: str
+    builder: Callable[[dict, int, str], GANParts]
+    trainer: str
+
+
+_FAMILIES: dict[str, FamilySpec] = {}
+
+
+def register_family(name: str, trainer: str = "adversarial"):
+    """Decorator registering ``builder(gen_cfg, num_classes, name) -> GANParts`` as family ``name``.
+
+    ``trainer`` names the training loop: ``"adversarial"`` or ``"vae"``.
+    """
+    if trainer not in TRAINERS:
+        raise ValueError(f"family {name!r}: trainer must be one of {TRAINERS}, got {trainer!r}")
+
+    def decorate(builder):
+        if name in _FAMILIES and _FAMILIES[name].builder is not builder:
+            raise ValueError(f"generator family {name!r} is registered twice")
+        _FAMILIES[name] = FamilySpec(name=name, builder=builder, trainer=trainer)
+        return builder
+
+    return decorate
+
+
+def available_families() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def get_family(family: str, gen_name: str = "<name>") -> FamilySpec:
+    try:
+        return _FAMILIES[family]
+    except KeyError:
+        raise PipelineError(
+            f"config key generators.{gen_name}.family={family!r}: unknown generator family; "
+            f"expected one of {available_families()}"
+        ) from None
+
+
+def require(gen_cfg: dict, key: str, gen_name: str, kind: type | tuple = (int, float), minimum: float | None = None):
+    """Read ``gen_cfg[key]`` or raise a PipelineError naming ``generators.<name>.<key>``."""
+    if key not in gen_cfg or gen_cfg[key] is None:
+        raise PipelineError(f"config key generators.{gen_name}.{key} is required by family {gen_cfg.get('family')!r}")
+    value = gen_cfg[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise PipelineError(f"config key generators.{gen_name}.{key}={value!r} has the wrong type")
+    if minimum is not None and value < minimum:
+        raise PipelineError(f"config key generators.{gen_name}.{key}={value!r} must be >= {minimum}")
+    return value
+
+
+def build_generator(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GANParts:
+    """Build the networks of ``gen_cfg["family"]`` for ``num_classes`` classes.
+
+    ``name`` is the key of this entry under ``generators:`` and is used in error messages.
+    """
+    if not isinstance(gen_cfg, dict):
+        raise PipelineError(f"config key generators.{name} must be a mapping, got {type(gen_cfg).__name__}")
+    if "family" not in gen_cfg:
+        raise PipelineError(f"config key generators.{name}.family is missing; expected one of {available_families()}")
+    if int(num_classes) < 1:
+        raise PipelineError(f"generator {name!r} needs at least one class, got num_classes={num_classes}")
+    spec = get_family(gen_cfg["family"], name)
+    parts = spec.builder(gen_cfg, int(num_classes), name)
+    parts.family, parts.trainer = spec.name, spec.trainer
+    missing = [a for a in GENERATOR_ATTRIBUTES if not hasattr(parts.generator, a)]
+    if missing:
+        raise TypeError(f"family {spec.name!r}: generator lacks attributes {missing}")
+    if spec.trainer == "adversarial" and parts.discriminator is None:
+        raise TypeError(f"family {spec.name!r} is adversarial but built no discriminator")
+    return parts

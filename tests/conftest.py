@@ -1,0 +1,33 @@
+"""Shared fixtures. Real data comes from ../shared/data beside the repository (never copied in)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HISTAUG_SHARED_DATA", REPO.parent / "shared" / "data"))
+PCAM_NEGATIVES = SHARED_DATA / "pcam-real-negatives"
+
+os.environ.setdefault("HISTAUG_NO_PROGRESS", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_patches_dir() -> Path:
+    if not (PCAM_NEGATIVES / "labels.csv").exists():
+        raise FileNotFoundError(
+            f"real test patches not found at {PCAM_NEGATIVES}; put the shared data folder beside the "
+            "repository (../shared/data) or set HISTAUG_SHARED_DATA"
+        )
+    return PCAM_NEGATIVES
+
+
+@pytest.fixture(scope="session")
+def real_patches(shared_patches_dir) -> np.ndarray:
+    """The first 256 real PCam patches as uint8 (N, 96, 96, 3)."""
+    ids = pd.read_csv(shared_patches_dir / "labels.csv")["id"].tolist()[:256]
+    return np.stack([np.asarray(Image.open(shared_patches_dir / "images" / f"{i}.jpg").convert("RGB")) for i in ids])

@@ -1,0 +1,65 @@
+# Stage 5, evaluation: FID/KID in Inception space (torch-fidelity, offline weights) and in the
+# feature space of the pipeline's own real-data classifier. Real features are cached per split.
+
+EV = config["evaluation"]
+FS = EV["feature_space"]
+
+
+rule inception_weights:
+    output:
+        f"{R}/metrics/inception.json",
+    params:
+        inception=EV["inception"],
+    log:
+        f"{R}/logs/inception_weights.log",
+    benchmark:
+        f"{R}/benchmarks/inception_weights.tsv"
+    script:
+        "../scripts/inception_weights.py"
+
+
+rule real_features:
+    input:
+        images=f"{R}/data/{{split}}.h5",
+        inception=f"{R}/metrics/inception.json",
+        classifier=f"{R}/downstream/{FS['arch']}/real/seed{FS['seed']}/model.pt",
+    output:
+        inception=f"{R}/metrics/real/{{split}}_{{size}}px_inception.npz",
+        classifier=f"{R}/metrics/real/{{split}}_{{size}}px_classifier.npz",
+    wildcard_constraints:
+        size=r"\d+",
+    params:
+        evaluation=EV,
+        compute=config["compute"],
+    threads: THREADS
+    log:
+        f"{R}/logs/real_features/{{split}}_{{size}}px.log",
+    benchmark:
+        f"{R}/benchmarks/real_features/{{split}}_{{size}}px.tsv"
+    script:
+        "../scripts/real_features.py"
+
+
+rule evaluate_generator:
+    input:
+        samples=f"{R}/samples/{{gen}}/all.h5",
+        selected=f"{R}/samples/{{gen}}/selected.h5",
+        inception=f"{R}/metrics/inception.json",
+        classifier=f"{R}/downstream/{FS['arch']}/real/seed{FS['seed']}/model.pt",
+        real_inception=lambda wc: f"{R}/metrics/real/{EV['real_split']}_{config['generators'][wc.gen]['image_size']}px_inception.npz",
+        real_classifier=lambda wc: f"{R}/metrics/real/{EV['real_split']}_{config['generators'][wc.gen]['image_size']}px_classifier.npz",
+    output:
+        f"{R}/metrics/{{gen}}/generation.json",
+    params:
+        evaluation=EV,
+        compute=config["compute"],
+        gen_cfg=lambda wc: config["generators"][wc.gen],
+        selection=config["selection"],
+        sampling=config["sampling"],
+    threads: THREADS
+    log:
+        f"{R}/logs/evaluate_generator/{{gen}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate_generator/{{gen}}.tsv"
+    script:
+        "../scripts/evaluate_generator.py"

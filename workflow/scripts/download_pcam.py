@@ -1,0 +1,10 @@
+"""Rule download_pcam: fetch one PCam HDF5 file (MD5-checked) into pcam_dir."""
+from histaug.data import download_pcam_file
+from histaug.rulekit import run_rule
+
+
+def main(smk, log):
+    download_pcam_file(smk.wildcards.split, smk.wildcards.xy, smk.params.url, smk.params.dest, log)
+
+
+run_rule(snakemake, main)  # noqa: F821

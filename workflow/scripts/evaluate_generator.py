@@ -1,0 +1,44 @@
+"""Rule evaluate_generator: FID/KID (Inception and real-data classifier feature spaces), selection counts."""
+import numpy as np
+
+from histaug.classify import load_classifier, penultimate_features
+from histaug.fid import InceptionFeatures, extract_features, generation_metrics, load_features
+from histaug.io import read_images
+from histaug.rulekit import run_rule
+from histaug.utils import get_device, read_json, write_json
+
+
+def main(smk, log):
+    ev, compute = smk.params.evaluation, smk.params.compute
+    device = get_device(compute["device"])
+    x_all, _ = read_images(smk.input.samples)
+    x_sel, _ = read_images(smk.input.selected)
+    cap = int(ev.get("max_images", 10000))
+    x = x_all if len(x_all) <= cap else x_all[np.sort(np.random.default_rng(0).choice(len(x_all), cap, replace=False))]
+    real = {"inception": load_features(smk.input.real_inception)[0], "classifier": load_features(smk.input.real_classifier)[0]}
+    kid = dict(kid_subset_size=int(ev.get("kid_subset_size", 1000)), kid_subsets=int(ev.get("kid_subsets", 100)), seed=0)
+    bs = int(ev.get("batch_size", 64))
+    status = read_json(smk.input.inception)
+    fs = ev["feature_space"]
+    out = {"generator": smk.wildcards.gen, "family": smk.params.gen_cfg["family"],
+           "image_size": int(smk.params.gen_cfg["image_size"]), "n_generated": len(x_all), "n_selected": len(x_sel),
+           "lambda": float(smk.params.selection["lambda"]), "tau": float(smk.params.sampling["tau"]),
+           "real_split": ev["real_split"], "n_real": None, "inception_status": status["status"],
+           "fid": None, "kid_mean": None, "kid_std": None,
+           "feature_space": f"{fs['arch']} real-data classifier (seed {fs['seed']})"}
+    if status["status"] == "ok":
+        net = InceptionFeatures(status["weights"], device)
+        fake = extract_features(net, x, bs, desc="inception (generated)")
+        m = generation_metrics(real["inception"], fake, **kid)
+        out.update(fid=m["fid"], kid_mean=m["kid_mean"], kid_std=m["kid_std"], n_real=m["n_real"])
+        if ev.get("fid_selected", True) and len(x_sel) >= 2:
+            ms = generation_metrics(real["inception"], extract_features(net, x_sel, bs, desc="inception (selected)"), **kid)
+            out.update(fid_selected=ms["fid"], kid_selected_mean=ms["kid_mean"])
+    model, cmeta = load_classifier(smk.input.classifier, device=device)
+    fm = generation_metrics(real["classifier"], penultimate_features(model, cmeta, x, batch_size=bs), **kid)
+    out.update(feature_fid=fm["fid"], feature_kid_mean=fm["kid_mean"], feature_kid_std=fm["kid_std"])
+    write_json(out, smk.output[0])
+    log.info("%s", out)
+
+
+run_rule(snakemake, main)  # noqa: F821

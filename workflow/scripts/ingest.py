@@ -1,0 +1,14 @@
+"""Rule ingest: PCam HDF5 or a Kaggle-layout folder -> data/{train,valid,test}.h5 + source_labels.csv."""
+from pathlib import Path
+
+from histaug.data import ingest
+from histaug.rulekit import run_rule
+
+
+def main(smk, log):
+    cfg = {"data_dir": smk.params.data_dir, "pcam_dir": smk.params.pcam_dir, "pcam": smk.params.pcam,
+           "split": smk.params.split}
+    ingest(cfg, Path(smk.output.table).parent, log)
+
+
+run_rule(snakemake, main)  # noqa: F821

@@ -1,0 +1,33 @@
+"""Rule report: tables (CSV, Markdown, LaTeX), figures and report.md."""
+from pathlib import Path
+
+import pandas as pd
+
+from histaug.report import write_report
+from histaug.rulekit import run_rule
+from histaug.utils import read_json
+
+
+def main(smk, log):
+    cfg = smk.params.config
+    meta = read_json(smk.input.labels_meta)
+    labels = pd.read_csv(smk.input.labels, usecols=["split"])
+    counts = labels["split"].value_counts().to_dict()
+    context = {
+        "label_source": meta["label_source"], "label_note": meta["label_note"], "class_names": meta["class_names"],
+        "dataset": cfg.get("data_dir") or ("PCam sample: " + str(cfg["pcam"]["sample"]) if cfg["pcam"].get("sample") else "PCam"),
+        "n_train_subset": len(pd.read_csv(smk.input.subset)), "n_train": counts.get("train", 0),
+        "n_valid": counts.get("valid", 0), "n_test": counts.get("test", 0),
+        "architectures": cfg["downstream"]["archs"], "seeds": cfg["downstream"]["seeds"],
+        "config_name": cfg["results_dir"], "generators": list(smk.params.generators),
+        "grid_per_class": cfg["report"].get("grid_per_class", 8),
+        "tau": cfg["sampling"]["tau"], "lambda": cfg["selection"]["lambda"],
+        "selector": f"{cfg['selection']['selector']} ({cfg['selection'].get('selector_arch')}, seed {cfg['selection'].get('selector_seed')})",
+        "downstream_epochs": cfg["downstream"]["epochs"], "downstream_image_size": cfg["downstream"]["image_size"],
+    }
+    samples = {g: {"all": a, "selected": s} for g, a, s in zip(smk.params.generators, smk.input.samples, smk.input.selected)}
+    write_report(Path(smk.output.report).parent, list(smk.input.metrics), list(smk.input.predictions),
+                 list(smk.input.generation), samples, context)
+
+
+run_rule(snakemake, main)  # noqa: F821

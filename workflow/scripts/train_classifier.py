@@ -1,0 +1,55 @@
+"""Rule train_classifier: one (architecture, training set, seed) run; metrics on the real test split."""
+import numpy as np
+import pandas as pd
+
+from histaug.classify import load_classifier, predict_proba, train_classifier
+from histaug.io import read_images, resize_images
+from histaug.labels import load_labelled
+from histaug.metrics import binary_metrics
+from histaug.rulekit import run_rule
+from histaug.utils import PipelineError, get_device, write_csv, write_json
+
+
+def training_set(variant, real, synthetic_files):
+    """real | real+G | real+G.selected | G (synthetic only)."""
+    xr, yr = real
+    if variant == "real":
+        return xr, yr, 0, None, "real"
+    xs, ys = read_images(synthetic_files[0])
+    gen = variant.removeprefix("real+").removesuffix(".selected")
+    if len(xs) == 0:
+        raise PipelineError(f"{synthetic_files[0]}: no synthetic images (selection kept none?); lower selection.lambda "
+                            "or train the generator longer")
+    if xs.shape[1:] != xr.shape[1:]:
+        xs = resize_images(xs, xr.shape[1])
+    if variant == gen:
+        return xs, ys, len(xs), gen, "synthetic"
+    kind = "selected" if variant.endswith(".selected") else "augmented"
+    return np.concatenate([xr, xs]), np.concatenate([yr, ys]), len(xs), gen, kind
+
+
+def main(smk, log):
+    arch, variant, seed = smk.wildcards.arch, smk.wildcards.variant, int(smk.wildcards.seed)
+    real = load_labelled(smk.input.train, smk.input.labels, "train", smk.input.subset)
+    x, y, n_syn, gen, kind = training_set(variant, real, list(smk.input.synthetic))
+    xv, yv = load_labelled(smk.input.valid, smk.input.labels, "valid")
+    xt, yt = load_labelled(smk.input.test, smk.input.labels, "test")
+    out_dir = smk.output.model.rsplit("/", 1)[0]
+    log.info("%s on %s (seed %d): %d training images (%d synthetic), %d valid, %d test",
+             arch, variant, seed, len(x), n_syn, len(xv), len(xt))
+    cfg = dict(smk.params.downstream)
+    compute = dict(smk.params.compute)
+    summary = train_classifier(arch, x, y, xv, yv, cfg, compute, seed, out_dir, log=log)
+    model, meta = load_classifier(smk.output.model, device=get_device(compute["device"]))
+    prob = predict_proba(model, meta, xt, compute=compute)[:, 1]
+    metrics = binary_metrics(yt, prob)
+    write_csv(pd.DataFrame({"index": np.arange(len(yt)), "label": yt, "prob_pos": prob}), smk.output.predictions)
+    write_json({"arch": arch, "variant": variant, "kind": kind, "generator": gen, "seed": seed, **metrics,
+                "best_epoch": meta.get("best_epoch"), "valid_auc": meta.get("valid_auc"),
+                "n_real": 0 if kind == "synthetic" else len(real[0]), "n_synthetic": n_syn,
+                "train_seconds": summary.get("seconds") if isinstance(summary, dict) else None},
+               smk.output.metrics)
+    log.info("test: %s", {k: round(v, 4) for k, v in metrics.items()})
+
+
+run_rule(snakemake, main)  # noqa: F821
