@@ -51,6 +51,9 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+localrules: all, download_pcam, inception_weights
+
+
 rule all:
     input:
         f"{R}/report.md",

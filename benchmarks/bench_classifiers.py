@@ -8,7 +8,8 @@ case alone.
 
 Peak RSS includes the interpreter, torch and timm (about 0.8 GB before any training step);
 "after build" is the resident memory once the model exists, so the difference is the cost of
-training (activations, gradients, optimiser state).
+training (activations, gradients, optimiser state). "others" is how many CPU cores other
+processes kept busy while the case ran; on a shared machine use --wait-idle.
 
 Modes:
   fp32                contiguous (NCHW) tensors, fp32
@@ -97,6 +98,30 @@ def run_case(arch: str, image_size: int, mode: str, batch: int, steps: int, warm
     }
 
 
+def _cpu_busy_seconds() -> float:
+    """Machine-wide non-idle CPU time so far (all cores, Linux /proc/stat), in seconds."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _wait_until_idle(max_wait: float, threshold: float = 0.2, window: float = 3.0) -> float:
+    """Wait (at most `max_wait` s) until other processes use < `threshold` cores; returns their last usage."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = _cpu_busy_seconds()
+        time.sleep(window)
+        busy = (_cpu_busy_seconds() - before) / window
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=["resnet34", "resnet50_cbam", "densenet169"])
@@ -106,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per case (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per case")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="before each case, wait up to this long for other processes to leave the CPU idle")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -120,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# cpus={os.cpu_count()} loadavg(1,5,15)={tuple(round(v, 2) for v in load_before)} batch={args.batch} "
           f"steps={args.steps} warmup={args.warmup}", flush=True)
     header = (f"{'arch':<14} {'px':>4} {'mode':<19} {'img/s':>8} {'ms/step':>9} {'peak RSS MB':>12} "
-              f"{'after build':>12}")
+              f"{'after build':>12} {'others':>7}")
     print(header)
     print("-" * len(header), flush=True)
     results = []
@@ -131,18 +158,24 @@ def main(argv: list[str] | None = None) -> int:
                        "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
                 if args.threads:
                     cmd += ["--threads", str(args.threads)]
+                if args.wait_idle > 0:
+                    _wait_until_idle(args.wait_idle)
+                busy0, own0, t0 = _cpu_busy_seconds(), _children_cpu_seconds(), time.monotonic()
                 proc = subprocess.run(cmd, capture_output=True, text=True)
+                # cores kept busy by *other* processes while this case ran (0 = exclusive use)
+                others = max(0.0, (_cpu_busy_seconds() - busy0) - (_children_cpu_seconds() - own0)) / (time.monotonic() - t0)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 if proc.returncode != 0 or not lines:
                     print(f"{arch:<14} {size:>4} {mode:<19} FAILED: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
                     continue
                 r = json.loads(lines[-1][len("RESULT "):])
+                r["other_cpu_cores"] = others
                 results.append(r)
                 print(f"{arch:<14} {size:>4} {mode:<19} {r['img_per_s']:>8.1f} {r['step_ms_median']:>9.0f} "
-                      f"{r['peak_rss_mb']:>12.0f} {r['rss_after_build_mb']:>12.0f}", flush=True)
+                      f"{r['peak_rss_mb']:>12.0f} {r['rss_after_build_mb']:>12.0f} {others:>7.2f}", flush=True)
     load_after = os.getloadavg()
-    print(f"# loadavg after={tuple(round(v, 2) for v in load_after)} (values above the core count mean other "
-          "processes shared the CPU and throughput is understated)")
+    print(f"# loadavg after={tuple(round(v, 2) for v in load_after)}. 'others' = CPU cores used by other processes "
+          "during the case; above ~0.2 the throughput is understated.")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"load_before": load_before, "load_after": load_after, "results": results}, indent=2))

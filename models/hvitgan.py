@@ -17,8 +17,9 @@ Conditioned class projection ([H] §2.2, Eq. 1):
     γ = W_γᵀ[c, z_i] and β = W_βᵀ[c, z_i].
 
 Discriminator ([H] §2.1):
-    four stages. Each of the first three is ViT encoders followed by 2×2 average pooling.
-    Between stages, coarser patches of the same image (2p, then 4p pixels) are embedded and
+    four stages. "Each of the first three includes a ViT encoder and an average pooling layer":
+    ViT encoders (one by default, as the paper's wording says; TG's d_depth is 3) and then
+    2×2 average pooling. Between stages, coarser patches of the same image (2p, then 4p pixels) are embedded and
     concatenated to the pooled tokens ("multi-scale pyramid"). A class token and a source token
     are then put in front of the sequence and go through a fourth stage of two ViT encoders.
     The class head gives K logits; the source (critic) head gives one score and sees no
@@ -93,7 +94,7 @@ HVITGAN_DEFAULTS: dict[str, Any] = {
     "mlp_ratio": 4.0,        # MLP hidden width / token width (G and D)
     "class_projection": True,  # CLN + skip-z (False = CP ablation / MedViTGAN)
     "d_embed_dim": 384,      # D, the token width of the last discriminator stages
-    "d_depth": 3,            # ViT encoders in each of discriminator stages 1-3 (int or 3 ints)
+    "d_depth": 1,            # ViT encoders in each of discriminator stages 1-3 (int or 3 ints); [H]: "a ViT encoder"
     "d_final_depth": 2,      # encoders in stage 4, after the class/source tokens; [H]: 2
     "d_heads": 4,            # attention heads in the discriminator
     "d_windows": None,       # window per discriminator stage 1-3 (3 entries, None = global)
@@ -101,7 +102,7 @@ HVITGAN_DEFAULTS: dict[str, Any] = {
 }
 
 #: Paper-size model at 96 px: TransGAN widths (gf_dim 1024, df_dim 384, 4 heads), [H]'s four
-#: encoders per generator stage, TG's d_depth 3.
+#: encoders per generator stage, and one encoder per discriminator stage 1-3 plus two in stage 4.
 PAPER_CONFIG: dict[str, Any] = dict(HVITGAN_DEFAULTS)
 
 #: Small model for 32-px CPU runs: a few hundred steps take a couple of minutes on 2 cores.
@@ -114,8 +115,6 @@ DEMO_CONFIG: dict[str, Any] = {
     "g_depth": 1,
     "heads": [4, 4, 2, 1],
     "d_embed_dim": 64,
-    "d_depth": 1,
-    "d_final_depth": 2,
     "d_heads": 2,
     "patch_size": 4,
 }
