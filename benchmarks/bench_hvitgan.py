@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=12, help="images per G and per D step ([H]: 12)")
     parser.add_argument("--steps", type=int, default=3, help="timed iterations per case")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per case")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch intra-op threads; use fewer than the idle cores when other jobs share the machine")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

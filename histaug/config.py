@@ -49,10 +49,15 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
         raise PipelineError(f"config downstream.variants {sorted(gen_variants)} need synthetic images, but "
                             "downstream.generators is empty")
     sel = config["selection"]
-    if sel.get("selector_arch", "resnet34") not in config["downstream"]["archs"]:
+    if sel["selector"] == "head":
+        no_head = [n for n, g in config["generators"].items() if g["family"] not in ("hvitgan", "medvitgan")]
+        if no_head:
+            raise PipelineError(f"config selection.selector='head' needs a generator with a classification head, but "
+                                f"{no_head} have none; use selector 'baseline' or remove them")
+    elif sel.get("selector_arch", "resnet34") not in config["downstream"]["archs"]:
         raise PipelineError(f"config selection.selector_arch={sel.get('selector_arch')!r} must be one of "
                             f"downstream.archs {config['downstream']['archs']} (the selector is that real-data classifier)")
-    if sel.get("selector_seed", 0) not in config["downstream"]["seeds"]:
+    if sel["selector"] == "baseline" and sel.get("selector_seed", 0) not in config["downstream"]["seeds"]:
         raise PipelineError(f"config selection.selector_seed={sel.get('selector_seed')} must be one of downstream.seeds")
     fs = config["evaluation"]["feature_space"]
     if fs["arch"] not in config["downstream"]["archs"] or fs["seed"] not in config["downstream"]["seeds"]:

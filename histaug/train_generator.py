@@ -22,6 +22,11 @@ python/numpy/torch RNG states, the data-order generator state and hashes of the 
 state is resumed and continues bit-identically to an uninterrupted run on CPU; a state from another
 config or other data is ignored (logged) and training starts fresh.
 
+The final checkpoint (``out_path``) holds the generator (EMA weights when EMA is on), its config
+and the summary; for adversarial families also the discriminator and the loss-hook states
+(``discriminator_state``, ``objective_state``), so that a discriminator's class head can be
+reused after training (:func:`load_discriminator`).
+
 One *step* is one generator update. ``images_per_s`` counts real training images fed to the model
 (``n_critic · batch_size`` per adversarial step, ``batch_size`` per VAE step).
 """
@@ -552,6 +557,12 @@ def _run_loop(
     }
     write_csv(pd.DataFrame(history), out_path.parent / HISTORY_FILE)
     generator = trainer.export_generator()
+    adversarial_states = {}
+    if isinstance(trainer, AdversarialTrainer):
+        adversarial_states = {
+            "discriminator_state": _cpu_state(trainer.D.state_dict()),
+            "objective_state": _cpu_state(trainer.objective.state_dict()),
+        }
     with atomic_path(out_path) as tmp:
         torch.save(
             {
@@ -562,6 +573,7 @@ def _run_loop(
                 "image_size": int(generator.image_size),
                 "latent_dim": int(generator.latent_dim),
                 "generator_state": _cpu_state(generator.state_dict()),
+                **adversarial_states,
                 "step": steps,
                 "summary": summary,
             },
@@ -617,3 +629,31 @@ def load_generator(checkpoint_path: str | Path, device: str | torch.device = "cp
     generator = parts.generator
     generator.load_state_dict(ckpt["generator_state"])
     return generator.to(device).eval()
+
+
+def load_discriminator(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the discriminator saved with an adversarial family's generator, in eval mode.
+
+    The networks are rebuilt through the family registry from the checkpoint's config, and the
+    final discriminator weights (``discriminator_state``) are loaded. ``forward(x, labels)``
+    returns ``{"source": (B,), "class_logits": (B, K) or None}`` for images in [-1, 1] at the
+    generator's ``image_size``.
+    """
+    path = Path(checkpoint_path)
+    if not path.exists():
+        raise PipelineError(f"{path}: generator checkpoint not found (was the train_generator rule run?)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [k for k in ("config", "num_classes", "generator_state") if k not in ckpt]
+    if missing:
+        raise PipelineError(f"{path}: not a generator checkpoint (missing {missing})")
+    if "discriminator_state" not in ckpt:
+        raise PipelineError(
+            f"{path}: holds no discriminator weights (family {ckpt.get('family')!r} has no discriminator, "
+            "or the checkpoint was written before discriminators were saved; retrain it)"
+        )
+    parts = build_generator(ckpt["config"], ckpt["num_classes"], name=ckpt.get("name", "<name>"))
+    if parts.discriminator is None:
+        raise PipelineError(f"{path}: family {parts.family!r} builds no discriminator")
+    discriminator = parts.discriminator
+    discriminator.load_state_dict(ckpt["discriminator_state"])
+    return discriminator.to(device).eval()

@@ -7,7 +7,7 @@ from .registry import (
     get_family,
     register_family,
 )
-from . import cgan, cvae  # noqa: E402,F401  (registration side effects)
+from . import cgan, cvae, hvitgan  # noqa: E402,F401  (registration side effects)
 
 __all__ = [
     "GANParts",

@@ -74,7 +74,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from histaug.losses import gradient_penalty, wgan_discriminator_loss, wgan_generator_loss
 from histaug.utils import PipelineError
+
+from .diffaug import PAPER_POLICY, DiffAugment, parse_policy
+from .registry import GANParts, register_family
+from .weighing import MultiLossWeighing
 
 N_STAGES = 4
 N_D_PATCH_SCALES = 3
@@ -492,8 +497,10 @@ def avg_pool_tokens(x: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tenso
 class HViTGANDiscriminator(nn.Module):
     """HViTGAN discriminator with a class head and a source (critic) head ([H] §2.1, §2.4).
 
-    ``forward(x)`` takes images (B, 3, image_size, image_size) and returns
-    ``{"source": (B,) critic scores, "class_logits": (B, K)}``.
+    ``forward(x, labels=None)`` takes images (B, 3, image_size, image_size) and returns
+    ``{"source": (B,) critic scores, "class_logits": (B, K)}``. ``labels`` is accepted so the
+    discriminator fits the training loop's ``D(x, labels)`` call, and is ignored: the critic
+    involves no conditioned information ([H] §2.4).
     """
 
     def __init__(
@@ -572,7 +579,7 @@ class HViTGANDiscriminator(nn.Module):
         for p in [*self.pos_embeds, self.class_token, self.source_token]:
             nn.init.trunc_normal_(p, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if x.dim() != 4 or x.shape[1:] != (3, self.image_size, self.image_size):
             raise PipelineError(
                 f"discriminator expects images of shape (B, 3, {self.image_size}, {self.image_size}), got {tuple(x.shape)}"
@@ -654,3 +661,246 @@ def build_medvitgan(cfg: dict, num_classes: int) -> tuple[HViTGANGenerator, HViT
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# --------------------------------------------------------------------------- losses ([H] §2.4)
+
+#: Values of the config key ``weighing`` (see :class:`HViTGANObjective`).
+WEIGHING_MODES = ("hvitgan", "kendall", "none", "all")
+
+
+def _scalar(value: torch.Tensor) -> float:
+    """A loss term as a plain float for logging."""
+    return float(value.detach())
+
+
+class HViTGANObjective(nn.Module):
+    """HViTGAN's losses: the WGAN-GP critic loss and the weighed classification losses ([H] §2.4).
+
+    Source (critic) head, [H] Eq. 2, "Wasserstein loss with gradient penalty":
+
+        L_S = E[D_s(G(c, z))] − E[D_s(x)] + λ·E[(‖∇_x̂ D_s(x̂)‖₂ − 1)²]   (+ drift)
+
+    with λ = ``gp_weight``. The optional drift term ``drift_weight``·(E[D_s(x)])² is TransGAN's
+    ``wgangp-eps`` loss (it uses 1e-3); [H] does not mention it, so it is off by default. The
+    generator's adversarial loss is −E[D_s(G(c, z))]. "The critic head does not involve
+    conditioned information": D_s sees only the image.
+
+    Auxiliary classification head (AC-GAN, [H] Eq. 3 and 8), three cross-entropies:
+
+        L1 = CE(D_c(G(c, z)), c)  in the generator step,
+        L2 = CE(D_c(x), c)        on real images in the discriminator step,
+        L3 = CE(D_c(G(c, z)), c)  on generated images in the discriminator step.
+
+    They are combined by the multi-loss weighing function (:class:`MultiLossWeighing`), chosen
+    by ``weighing``:
+
+    * ``"hvitgan"`` -- [H] Eq. 9, Σ_i e^{−σ_i}·L_i + σ_i with trainable σ_i ∈ ℝ (start 0).
+    * ``"kendall"`` -- [H] Eq. 4 (Kendall et al.), Σ_i L_i/(2γ_i²) + log γ_i.
+    * ``"none"``    -- the plain sum Σ_i L_i ([H] Fig. 3a).
+    * ``"all"``     -- [H] Fig. 3b, "weighting function applied to all losses": Eq. 9 is applied
+      to five terms, L1, L2, L3, the critic loss L_S (gradient penalty and drift included)
+      and the generator's adversarial loss. [H] §3.3 reports that the "WGAN-GP loss was
+      significantly scaled-down after applying weight to it which resulted in inferior
+      performance". (The critic loss and the adversarial loss can be negative; then
+      e^{−σ}·L + σ decreases without bound as σ → −∞, which is one way this goes wrong.)
+
+    In every other mode the WGAN-GP loss is not weighted ("we omitted the weight applied to
+    WGAN-GP loss"), so the two updates minimise
+
+        discriminator: L_S + w(L2) + w(L3)          generator: −E[D_s(G(c, z))] + w(L1)
+
+    where w(L_i) is the weighed term of the chosen mode. [H] does not say which optimiser
+    updates the σ's. Each σ belongs to the update whose loss it weighs: σ1 (and, in mode
+    ``all``, the σ of the adversarial loss) is returned by :meth:`generator_parameters` and
+    trained with G; σ2 and σ3 (and the σ of L_S) by :meth:`discriminator_parameters` and
+    trained with D. Eq. 9's σ's are therefore held by two :class:`MultiLossWeighing` modules,
+    ``generator_weighing`` (losses [L1] or [L1, L_G]) and ``discriminator_weighing`` (losses
+    [L2, L3] or [L2, L3, L_S]); their sum is Eq. 9.
+
+    ``discriminate(x, labels)`` is the training loop's discriminator call (DiffAug included)
+    and must return ``{"source": (B,), "class_logits": (B, K)}``. Both loss methods return
+    ``(loss, terms)``, where ``terms`` holds floats for logging: the loss terms and the current
+    weight (and σ or log γ) of every weighed loss.
+    """
+
+    #: Names of the weighed losses, in the order the two weighing modules hold them.
+    GENERATOR_LOSSES = ("L1", "L_G")
+    DISCRIMINATOR_LOSSES = ("L2", "L3", "L_S")
+
+    def __init__(
+        self,
+        weighing: str = "hvitgan",
+        gp_weight: float = 10.0,
+        drift_weight: float = 0.0,
+        gen_name: str = "<name>",
+    ):
+        super().__init__()
+        if weighing not in WEIGHING_MODES:
+            raise PipelineError(
+                f"config key generators.{gen_name}.weighing={weighing!r}: unknown multi-loss weighing; "
+                f"expected one of {list(WEIGHING_MODES)}"
+            )
+        for key, value in (("gp_weight", gp_weight), ("drift_weight", drift_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise PipelineError(f"config key generators.{gen_name}.{key}={value!r} must be a number >= 0")
+        self.weighing = weighing
+        self.gp_weight = float(gp_weight)
+        self.drift_weight = float(drift_weight)
+        self.weigh_adversarial = weighing == "all"
+        mode = "hvitgan" if self.weigh_adversarial else weighing
+        n_g, n_d = (2, 3) if self.weigh_adversarial else (1, 2)
+        self.generator_weighing = MultiLossWeighing(n_g, mode)
+        self.discriminator_weighing = MultiLossWeighing(n_d, mode)
+
+    @classmethod
+    def from_config(cls, gen_cfg: dict, gen_name: str = "<name>", default_weighing: str = "hvitgan") -> "HViTGANObjective":
+        """Read ``weighing``, ``gp_weight`` (default 10) and ``drift_weight`` (default 0) from ``gen_cfg``."""
+        loss = gen_cfg.get("loss", "wgan-gp")
+        if loss != "wgan-gp":
+            raise PipelineError(
+                f"config key generators.{gen_name}.loss={loss!r}: family {gen_cfg.get('family')!r} is trained "
+                "with the WGAN-GP loss of [H] Eq. 2; remove the key or set it to 'wgan-gp'"
+            )
+        return cls(
+            weighing=gen_cfg.get("weighing", default_weighing),
+            gp_weight=gen_cfg.get("gp_weight", 10.0),
+            drift_weight=gen_cfg.get("drift_weight", 0.0),
+            gen_name=gen_name,
+        )
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        """σ2, σ3 (and σ of L_S in mode ``all``): optimised with the discriminator."""
+        return list(self.discriminator_weighing.parameters())
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """σ1 (and σ of the adversarial loss in mode ``all``): optimised with the generator."""
+        return list(self.generator_weighing.parameters())
+
+    @staticmethod
+    def _class_logits(out: dict) -> torch.Tensor:
+        logits = out.get("class_logits")
+        if logits is None:
+            raise PipelineError(
+                "the HViTGAN objective needs a discriminator with an auxiliary classification head "
+                "(its forward must return 'class_logits')"
+            )
+        return logits.float()
+
+    @staticmethod
+    def _weight_terms(weighing: MultiLossWeighing, names: Sequence[str]) -> dict[str, float]:
+        """Current weight (and σ or log γ) of each loss weighed by ``weighing``, for logging."""
+        terms = {f"w_{name}": w for name, w in zip(names, weighing.weights())}
+        if weighing.mode == "hvitgan":
+            terms.update({f"sigma_{name}": s for name, s in zip(names, weighing.sigma.detach().tolist())})
+        elif weighing.mode == "kendall":
+            terms.update({f"log_gamma_{name}": s for name, s in zip(names, weighing.log_gamma.detach().tolist())})
+        return terms
+
+    def discriminator_loss(self, discriminate, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor):
+        """L_S + weighed (L2, L3), or, in mode ``all``, the weighed (L2, L3, L_S)."""
+        names = self.DISCRIMINATOR_LOSSES[: self.discriminator_weighing.n]
+        weights = self._weight_terms(self.discriminator_weighing, names)
+        out_real = discriminate(real, labels)
+        out_fake = discriminate(fake, labels)
+        s_real, s_fake = out_real["source"].float(), out_fake["source"].float()
+        critic = wgan_discriminator_loss(s_real, s_fake)
+        loss_s = critic
+        terms = {"d_adv": _scalar(critic)}
+        if self.gp_weight > 0:
+            gp = gradient_penalty(lambda x: discriminate(x, labels)["source"], real, fake, self.gp_weight)
+            loss_s = loss_s + gp
+            terms["d_gp"] = _scalar(gp)
+        if self.drift_weight > 0:
+            drift = self.drift_weight * s_real.mean() ** 2
+            loss_s = loss_s + drift
+            terms["d_drift"] = _scalar(drift)
+        loss_2 = F.cross_entropy(self._class_logits(out_real), labels)
+        loss_3 = F.cross_entropy(self._class_logits(out_fake), labels)
+        if self.weigh_adversarial:
+            total = self.discriminator_weighing([loss_2, loss_3, loss_s])
+        else:
+            total = loss_s + self.discriminator_weighing([loss_2, loss_3])
+        terms.update({"d_L_S": _scalar(loss_s), "d_cls_real": _scalar(loss_2), "d_cls_fake": _scalar(loss_3)})
+        terms.update({f"d_{k}": v for k, v in weights.items()})
+        terms["d_loss"] = _scalar(total)
+        return total, terms
+
+    def generator_loss(self, discriminate, fake: torch.Tensor, labels: torch.Tensor):
+        """−E[D_s(G(c, z))] + weighed L1, or, in mode ``all``, the weighed (L1, −E[D_s(G(c, z))])."""
+        names = self.GENERATOR_LOSSES[: self.generator_weighing.n]
+        weights = self._weight_terms(self.generator_weighing, names)
+        out = discriminate(fake, labels)
+        adversarial = wgan_generator_loss(out["source"].float())
+        loss_1 = F.cross_entropy(self._class_logits(out), labels)
+        if self.weigh_adversarial:
+            total = self.generator_weighing([loss_1, adversarial])
+        else:
+            total = adversarial + self.generator_weighing([loss_1])
+        terms = {"g_adv": _scalar(adversarial), "g_cls": _scalar(loss_1)}
+        terms.update({f"g_{k}": v for k, v in weights.items()})
+        terms["g_loss"] = _scalar(total)
+        return total, terms
+
+    def extra_repr(self) -> str:
+        return f"weighing={self.weighing!r}, gp_weight={self.gp_weight}, drift_weight={self.drift_weight}"
+
+
+# --------------------------------------------------------------------------- registered families
+
+
+def diffaug_from_config(gen_cfg: dict, gen_name: str = "<name>") -> DiffAugment | None:
+    """DiffAug ([H] §3.2) from ``diffaug`` (default :data:`PAPER_POLICY`) and ``diffaug_strength``.
+
+    An empty or null ``diffaug`` turns augmentation off (returns None).
+    """
+    policy = gen_cfg.get("diffaug", PAPER_POLICY)
+    strength = gen_cfg.get("diffaug_strength", 1.0)
+    try:
+        if not parse_policy(policy):
+            return None
+        return DiffAugment(policy, strength=strength)
+    except PipelineError as exc:
+        raise PipelineError(f"config keys generators.{gen_name}.diffaug / diffaug_strength: {exc}") from None
+
+
+def _vit_gan_parts(build, gen_cfg: dict, num_classes: int, name: str, default_weighing: str) -> GANParts:
+    try:
+        generator, discriminator = build(gen_cfg, num_classes)
+    except PipelineError as exc:
+        raise PipelineError(f"generators.{name}: {exc}") from None
+    return GANParts(
+        generator=generator,
+        discriminator=discriminator,
+        objective=HViTGANObjective.from_config(gen_cfg, name, default_weighing),
+        augment=diffaug_from_config(gen_cfg, name),
+    )
+
+
+@register_family("hvitgan", trainer="adversarial")
+def hvitgan_family(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GANParts:
+    """Family ``hvitgan``: the HViTGAN generator and discriminator, trained by the adversarial loop.
+
+    Model keys: those of :func:`build_hvitgan` (``class_projection`` defaults to true). Loss and
+    augmentation keys: ``weighing`` (default ``"hvitgan"``, [H] Eq. 9), ``gp_weight`` (λ,
+    default 10), ``drift_weight`` (default 0), ``diffaug`` (default the paper's policy: color,
+    translation, cutout, scaling, rotation; empty = off) and ``diffaug_strength`` (default 1).
+    Loop keys (``n_critic``, ``lr``, ``betas``, ``ema_decay``, ``batch_size``, ...) are read by
+    the loop; [H] §3.2 uses Adam with β = (0, 0.99), lr 1e-4 and batch 12, TransGAN n_critic 4.
+    """
+    return _vit_gan_parts(build_hvitgan, gen_cfg, num_classes, name, default_weighing="hvitgan")
+
+
+@register_family("medvitgan", trainer="adversarial")
+def medvitgan_family(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GANParts:
+    """Family ``medvitgan``: the MedViTGAN baseline of [H] Table 1.
+
+    [H] does not define MedViTGAN. This family assumes it is the same pure-ViT conditional GAN
+    with an auxiliary classifier but without HViTGAN's additions: no conditioned class
+    projection (``class_projection`` is forced to false: plain LayerNorm, no skip-z, the label
+    enters only at the input projection; setting it to true is an error) and, by default, no
+    multi-loss weighing (``weighing`` defaults to ``"none"``: the plain sum L_S + L2 + L3 and
+    −E[D_s] + L1). The WGAN-GP loss, the discriminator with its class and source heads, DiffAug
+    and every other key are as in family ``hvitgan``.
+    """
+    return _vit_gan_parts(build_medvitgan, gen_cfg, num_classes, name, default_weighing="none")

@@ -261,6 +261,16 @@ def test_discriminator_outputs(image_size, windows):
     assert torch.isfinite(out["source"]).all() and torch.isfinite(out["class_logits"]).all()
 
 
+def test_discriminator_ignores_labels():
+    torch.manual_seed(0)
+    d = HViTGANDiscriminator(2, image_size=32, patch_size=2, embed_dim=32, depth=1, heads=2).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        plain, with_a, with_b = d(x), d(x, torch.tensor([0, 0])), d(x, torch.tensor([1, 1]))
+    for key in ("source", "class_logits"):
+        assert torch.equal(plain[key], with_a[key]) and torch.equal(with_a[key], with_b[key])
+
+
 def test_discriminator_supports_the_gradient_penalty():
     torch.manual_seed(0)
     d = HViTGANDiscriminator(2, image_size=32, patch_size=2, embed_dim=32, depth=1, heads=2)

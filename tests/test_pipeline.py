@@ -51,7 +51,7 @@ def test_end_to_end_outputs(e2e_run):
     assert list((out / "figures").glob("*.png"))
     subset = pd.read_csv(out / "data/train_subset.csv")
     labels = pd.read_csv(out / "data/labels.csv")
-    assert len(subset) == round(0.25 * (labels["split"] == "train").sum())
+    assert len(subset) == round(0.15 * (labels["split"] == "train").sum())
     # every rule left a log
     assert (out / "logs/ingest.log").exists() and list((out / "logs/train_classifier").rglob("*.log"))
 

@@ -48,10 +48,17 @@ rule sample:
         "../scripts/sample.py"
 
 
+def selector_input(wildcards):
+    """`baseline`: the real-data classifier; `head`: the generator's own classification head."""
+    if config["selection"]["selector"] == "head":
+        return f"{R}/generators/{wildcards.gen}/checkpoint.pt"
+    return f"{R}/downstream/{SEL_ARCH}/real/seed{SEL_SEED}/model.pt"
+
+
 rule select:
     input:
         samples=f"{R}/samples/{{gen}}/all.h5",
-        selector=f"{R}/downstream/{SEL_ARCH}/real/seed{SEL_SEED}/model.pt",
+        selector=selector_input,
     output:
         selected=f"{R}/samples/{{gen}}/selected.h5",
         table=f"{R}/samples/{{gen}}/selection.csv",

@@ -3,35 +3,17 @@ import numpy as np
 import pandas as pd
 
 from histaug.classify import load_classifier, predict_proba, train_classifier
-from histaug.io import read_images, resize_images
 from histaug.labels import load_labelled
+from histaug.trainsets import training_set
 from histaug.metrics import binary_metrics
 from histaug.rulekit import run_rule
-from histaug.utils import PipelineError, get_device, write_csv, write_json
-
-
-def training_set(variant, real, synthetic_files):
-    """real | real+G | real+G.selected | G (synthetic only)."""
-    xr, yr = real
-    if variant == "real":
-        return xr, yr, 0, None, "real"
-    xs, ys = read_images(synthetic_files[0])
-    gen = variant.removeprefix("real+").removesuffix(".selected")
-    if len(xs) == 0:
-        raise PipelineError(f"{synthetic_files[0]}: no synthetic images (selection kept none?); lower selection.lambda "
-                            "or train the generator longer")
-    if xs.shape[1:] != xr.shape[1:]:
-        xs = resize_images(xs, xr.shape[1])
-    if variant == gen:
-        return xs, ys, len(xs), gen, "synthetic"
-    kind = "selected" if variant.endswith(".selected") else "augmented"
-    return np.concatenate([xr, xs]), np.concatenate([yr, ys]), len(xs), gen, kind
+from histaug.utils import get_device, write_csv, write_json
 
 
 def main(smk, log):
     arch, variant, seed = smk.wildcards.arch, smk.wildcards.variant, int(smk.wildcards.seed)
     real = load_labelled(smk.input.train, smk.input.labels, "train", smk.input.subset)
-    x, y, n_syn, gen, kind = training_set(variant, real, list(smk.input.synthetic))
+    x, y, n_syn, gen, kind = training_set(variant, real, list(smk.input.synthetic), log)
     xv, yv = load_labelled(smk.input.valid, smk.input.labels, "valid")
     xt, yt = load_labelled(smk.input.test, smk.input.labels, "test")
     out_dir = smk.output.model.rsplit("/", 1)[0]
