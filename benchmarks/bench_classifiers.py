@@ -1,7 +1,7 @@
 """Train-step throughput and peak memory of the downstream classifiers.
 
 For each architecture, image size and numeric mode the script times full training steps
-(uint8 batch -> resize/augment/normalise -> forward -> cross-entropy -> backward -> AdamW) with
+(uint8 batch -> resize/augment/normalise -> forward -> cross-entropy -> backward -> fused AdamW) with
 the same code the pipeline uses (histaug.classify.to_model_input / train_step), and records the
 peak resident memory. Every case runs in its own subprocess so that peak RSS belongs to that
 case alone.
@@ -51,7 +51,7 @@ def run_case(arch: str, image_size: int, mode: str, batch: int, steps: int, warm
     import numpy as np
     import torch
 
-    from histaug.classify import build_classifier, to_model_input, train_step
+    from histaug.classify import build_classifier, make_optimizer, to_model_input, train_step
     from histaug.utils import set_threads
 
     set_threads(threads)
@@ -63,7 +63,7 @@ def run_case(arch: str, image_size: int, mode: str, batch: int, steps: int, warm
     if channels_last:
         model.to(memory_format=torch.channels_last)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    optimizer = make_optimizer(model, lr=1e-3, weight_decay=1e-4)
     rng = np.random.default_rng(0)
     # PCam patches are 96 px; smaller sizes are produced by the same antialiased resize as training.
     images = rng.integers(0, 256, (batch, 96, 96, 3), dtype=np.uint8)

@@ -19,6 +19,7 @@ rule train_generator:
         compute=config["compute"],
         state_dir=lambda wc: f"{R}/generators/{wc.gen}/state",
     threads: THREADS
+    priority: 10  # the longest chain starts here: schedule generators before classifiers
     resources:
         gpu=1,
     log:
@@ -40,6 +41,7 @@ rule sample:
         sampling=config["sampling"],
         compute=config["compute"],
     threads: THREADS
+    priority: 10
     log:
         f"{R}/logs/sample/{{gen}}.log",
     benchmark:
@@ -66,6 +68,7 @@ rule select:
         selection=config["selection"],
         compute=config["compute"],
     threads: THREADS
+    priority: 10
     log:
         f"{R}/logs/select/{{gen}}.log",
     benchmark:
