@@ -11,7 +11,6 @@ Input folders are only ever read.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 import urllib.error
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .utils import PipelineError, atomic_path, progress, write_csv
+from .utils import PipelineError, atomic_path, file_digest, progress, write_csv
 
 SPLITS = ("train", "valid", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -48,12 +47,8 @@ def pcam_filename(split: str, kind: str) -> str:
 # --------------------------------------------------------------------------- download
 
 
-def md5sum(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def md5sum(path: str | os.PathLike) -> str:
+    return file_digest(path, "md5")
 
 
 def download_pcam_file(split: str, kind: str, url_template: str, dest_dir: str | os.PathLike, log=None) -> Path:

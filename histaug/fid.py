@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .utils import PipelineError, atomic_path, get_device, get_logger, progress, write_json
+from .utils import PipelineError, atomic_path, file_digest, get_device, get_logger, progress, write_json
 
 log = get_logger("histaug.fid")
 
@@ -58,13 +58,9 @@ class InceptionUnavailable(PipelineError):
 # --------------------------------------------------------------------------- files / hashes
 
 
-def sha1_of_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha1 of a file, read in chunks."""
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(chunk_size), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def sha1_of_file(path: str | os.PathLike) -> str:
+    """Hex sha1 of a file."""
+    return file_digest(path, "sha1")
 
 
 def sidecar_path(weights_path: str | os.PathLike) -> Path:

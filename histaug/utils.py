@@ -126,6 +126,15 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+def file_digest(path: str | os.PathLike, algorithm: str = "sha1", chunk: int = 1 << 22) -> str:
+    """Hex digest of a file (md5, sha1, ...), read in chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def config_hash(obj: Any) -> str:
     """Stable short hash of a config slice (used to decide whether a checkpoint may be resumed)."""
     blob = json.dumps(obj, sort_keys=True, default=_json_default).encode()
