@@ -444,19 +444,19 @@ def kernel_inception_distance(
 
 def generation_metrics(
     real_feats: np.ndarray,
-    fake_feats: np.ndarray,
+    generated_feats: np.ndarray,
     kid_subset_size: int = 1000,
     kid_subsets: int = 100,
     seed: int = 0,
 ) -> dict:
-    """FID and KID between real and generated features: ``fid, kid_mean, kid_std, n_real, n_fake``."""
+    """FID and KID between real and generated features: ``fid, kid_mean, kid_std, n_real, n_generated``."""
     mu_r, sigma_r = feature_statistics(real_feats)
-    mu_f, sigma_f = feature_statistics(fake_feats)
-    kid_mean, kid_std = kernel_inception_distance(real_feats, fake_feats, kid_subset_size, kid_subsets, seed)
+    mu_f, sigma_f = feature_statistics(generated_feats)
+    kid_mean, kid_std = kernel_inception_distance(real_feats, generated_feats, kid_subset_size, kid_subsets, seed)
     return {
         "fid": frechet_distance(mu_r, sigma_r, mu_f, sigma_f),
         "kid_mean": kid_mean,
         "kid_std": kid_std,
         "n_real": int(len(real_feats)),
-        "n_fake": int(len(fake_feats)),
+        "n_generated": int(len(generated_feats)),
     }

@@ -100,7 +100,7 @@ def test_ingest_errors_name_file_and_ids(tmp_path, shared_patches_dir):
         data.detect_format(tmp_path / "empty")
 
 
-def write_fake_pcam(d: Path, split: str, x: np.ndarray, y: np.ndarray):
+def write_pcam_files(d: Path, split: str, x: np.ndarray, y: np.ndarray):
     d.mkdir(parents=True, exist_ok=True)
     with h5py.File(d / data.pcam_filename(split, "x"), "w") as f:
         f["x"] = x
@@ -112,7 +112,7 @@ def test_ingest_pcam_hdf5_sample_and_shape_errors(tmp_path, real_patches):
     x = real_patches[:80]
     y = np.array([0, 1] * 40)
     pcam = tmp_path / "pcam"
-    write_fake_pcam(pcam, "valid", x, y)
+    write_pcam_files(pcam, "valid", x, y)
     out = tmp_path / "out"
     cfg = {"data_dir": None, "pcam_dir": str(pcam), "pcam": {"sample": {"split": "valid", "n": 40, "seed": 0}},
            "split": SPLIT_CFG}
@@ -122,10 +122,10 @@ def test_ingest_pcam_hdf5_sample_and_shape_errors(tmp_path, real_patches):
     src_rows = [int(i.rsplit("_", 1)[1]) for i in table[table["split"] == "test"].sort_values("index")["id"]]
     assert np.array_equal(xt, x[src_rows])
 
-    write_fake_pcam(pcam, "test", x[:, :64, :64], y)
+    write_pcam_files(pcam, "test", x[:, :64, :64], y)
     with pytest.raises(PipelineError, match=r"test_x\.h5.*expected uint8 \(N,96,96,3\)"):
         data.open_pcam_split(pcam, "test")
-    write_fake_pcam(pcam, "train", x, y[:10])
+    write_pcam_files(pcam, "train", x, y[:10])
     with pytest.raises(PipelineError, match=r"train_y\.h5"):
         data.open_pcam_split(pcam, "train")
 

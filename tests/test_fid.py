@@ -239,8 +239,8 @@ def test_generation_metrics_fields():
     rng = np.random.default_rng(9)
     real, fake = rng.normal(size=(40, 16)), rng.normal(loc=1.0, size=(30, 16))
     out = fid.generation_metrics(real, fake, kid_subset_size=1000, kid_subsets=5, seed=0)
-    assert set(out) == {"fid", "kid_mean", "kid_std", "n_real", "n_fake"}
-    assert (out["n_real"], out["n_fake"]) == (40, 30)
+    assert set(out) == {"fid", "kid_mean", "kid_std", "n_real", "n_generated"}
+    assert (out["n_real"], out["n_generated"]) == (40, 30)
     assert out["fid"] > 10.0 and out["kid_mean"] > 0.0
     same = fid.generation_metrics(real, real, kid_subset_size=20, kid_subsets=5, seed=0)
     assert abs(same["fid"]) < 1e-6
