@@ -15,7 +15,7 @@ validate_config(config)
 
 R = config["results_dir"]
 SPLITS = ["train", "valid", "test"]
-GENERATORS = list(config["generators"])
+GENERATORS = list(config["run_generators"])
 DS = config["downstream"]
 SEL_ARCH = config["selection"].get("selector_arch", "resnet34")
 SEL_SEED = config["selection"].get("selector_seed", DS["seeds"][0])

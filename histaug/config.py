@@ -40,17 +40,21 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
         if g["family"] not in families:
             raise PipelineError(f"config generators.{name}.family={g['family']!r}: unknown family; "
                                 f"choose one of {families}")
-    for g in config["downstream"]["generators"]:
+    for g in config["run_generators"]:
         if g not in config["generators"]:
-            raise PipelineError(f"config downstream.generators lists {g!r}, which is not defined under `generators` "
+            raise PipelineError(f"config run_generators lists {g!r}, which is not defined under `generators` "
                                 f"(defined: {sorted(config['generators'])})")
+    for g in config["downstream"]["generators"]:
+        if g not in config["run_generators"]:
+            raise PipelineError(f"config downstream.generators lists {g!r}, which is not in run_generators "
+                                f"{config['run_generators']}")
     gen_variants = set(config["downstream"]["variants"]) - {"real"}
     if gen_variants and not config["downstream"]["generators"]:
         raise PipelineError(f"config downstream.variants {sorted(gen_variants)} need synthetic images, but "
                             "downstream.generators is empty")
     sel = config["selection"]
     if sel["selector"] == "head":
-        no_head = [n for n, g in config["generators"].items() if g["family"] not in ("hvitgan", "medvitgan")]
+        no_head = [n for n in config["run_generators"] if config["generators"][n]["family"] not in ("hvitgan", "medvitgan")]
         if no_head:
             raise PipelineError(f"config selection.selector='head' needs a generator with a classification head, but "
                                 f"{no_head} have none; use selector 'baseline' or remove them")

@@ -41,6 +41,7 @@ def test_shipped_configs_are_valid(paper):
     (lambda c: c["downstream"].update(archs=["resnet18"]), r"downstream\.archs\[0\]"),
     (lambda c: c["generators"]["cgan"].update(family="stylegan9"), r"generators\.cgan\.family='stylegan9'"),
     (lambda c: c["downstream"].update(generators=["nope"]), r"downstream\.generators lists 'nope'"),
+    (lambda c: c.update(run_generators=["cgan", "ghost"]), r"run_generators lists 'ghost'"),
     (lambda c: c["selection"].update(selector="head"), r"selection\.selector='head'.*cgan"),
     (lambda c: c["selection"].update(selector_arch="densenet169") or c["downstream"].update(archs=["resnet34"]),
      r"selection\.selector_arch"),
@@ -56,6 +57,7 @@ def test_mistakes_are_named(paper, mutate, message):
 
 def test_head_selector_accepted_for_generators_with_a_class_head(paper):
     paper["generators"] = {"hv": {"family": "hvitgan", "image_size": 32, "latent_dim": 64, "batch_size": 12, "steps": 10}}
+    paper["run_generators"] = ["hv"]
     paper["downstream"]["generators"] = ["hv"]
     paper["selection"]["selector"] = "head"
     validate_config(paper)
