@@ -616,15 +616,21 @@ def train_generator(
     return LOOPS[parts.trainer](gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute or {}, log)
 
 
-def load_generator(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the generator saved by :func:`train_generator` (EMA weights when EMA was on), in eval mode."""
-    path = Path(checkpoint_path)
+def _read_checkpoint(path: Path) -> dict:
+    """Load a final generator checkpoint, with a clear error when it is missing or not one."""
     if not path.exists():
         raise PipelineError(f"{path}: generator checkpoint not found (was the train_generator rule run?)")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     missing = [k for k in ("config", "num_classes", "generator_state") if k not in ckpt]
     if missing:
         raise PipelineError(f"{path}: not a generator checkpoint (missing {missing})")
+    return ckpt
+
+
+def load_generator(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the generator saved by :func:`train_generator` (EMA weights when EMA was on), in eval mode."""
+    path = Path(checkpoint_path)
+    ckpt = _read_checkpoint(path)
     parts = build_generator(ckpt["config"], ckpt["num_classes"], name=ckpt.get("name", "<name>"))
     generator = parts.generator
     generator.load_state_dict(ckpt["generator_state"])
@@ -640,12 +646,7 @@ def load_discriminator(checkpoint_path: str | Path, device: str | torch.device =
     generator's ``image_size``.
     """
     path = Path(checkpoint_path)
-    if not path.exists():
-        raise PipelineError(f"{path}: generator checkpoint not found (was the train_generator rule run?)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    missing = [k for k in ("config", "num_classes", "generator_state") if k not in ckpt]
-    if missing:
-        raise PipelineError(f"{path}: not a generator checkpoint (missing {missing})")
+    ckpt = _read_checkpoint(path)
     if "discriminator_state" not in ckpt:
         raise PipelineError(
             f"{path}: holds no discriminator weights (family {ckpt.get('family')!r} has no discriminator, "
