@@ -2,12 +2,14 @@
 #   snakemake --cores all                                  full reproduction (config/config.yaml)
 #   snakemake --cores all --configfile config/demo.yaml    CPU demo
 # docs/pipeline.md describes every rule and file.
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from histaug.config import validate_config
+from histaug.config import downstream_runs, head_generator, selector_for, validate_config
+from histaug.trainsets import parse_trainset
 
 configfile: "config/config.yaml"
 
@@ -22,26 +24,19 @@ SEL_SEED = config["selection"].get("selector_seed", DS["seeds"][0])
 THREADS = config["compute"].get("threads", 1)
 
 
-def variants():
-    """Downstream training sets: real | real+G | real+G.selected | G (synthetic only)."""
-    out = []
-    for kind in DS["variants"]:
-        if kind == "real":
-            out.append("real")
-            continue
-        for g in DS["generators"]:
-            out.append({"augmented": f"real+{g}", "selected": f"real+{g}.selected", "synthetic": g}[kind])
-    return out
+# (architecture, training set) pairs, each trained for every seed: downstream.archs x downstream.trainsets,
+# then the class heads of downstream.head_classifiers as `<generator>_head`.
+RUNS = downstream_runs(config)
+ARCHS = list(dict.fromkeys(arch for arch, _ in RUNS))
 
-
-VARIANTS = variants()
 
 wildcard_constraints:
     gen="|".join(GENERATORS),
     split="train|valid|test",
-    arch="|".join(DS["archs"]),
+    arch="|".join(re.escape(a) for a in ARCHS),
     seed=r"\d+",
-    variant=r"real|(real\+)?[a-z][a-z0-9_]*(\.selected)?",
+    variant=r"real|(real\+)?[a-z][a-z0-9_]*(\.(truncated|selected))?",
+    source="normal|truncated",
 
 
 include: "workflow/rules/data.smk"

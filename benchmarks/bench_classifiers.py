@@ -16,8 +16,13 @@ Modes:
   channels_last       NHWC memory format, fp32          (compute.channels_last: true)
   channels_last+bf16  NHWC + bfloat16 autocast          (compute.precision.downstream: bf16)
 
+Class heads: ``<generator>_head`` (HViTGAN Table 1 "Cls Head" rows) times the discriminator of
+that entry of the config file given by --config, at the generator's resolution (--image-size is
+ignored for it), with fresh weights (the speed does not depend on them).
+
 Examples:
   python benchmarks/bench_classifiers.py                              # all archs, 96 px, batch 32
+  python benchmarks/bench_classifiers.py --archs hvitgan_head --modes fp32 channels_last+bf16
   python benchmarks/bench_classifiers.py --archs resnet34 --image-size 96
   python benchmarks/bench_classifiers.py --image-size 32 48 --steps 8 --json bench.json
 """
@@ -45,20 +50,32 @@ def _current_rss_mb() -> float:
     return float("nan")
 
 
-def run_case(arch: str, image_size: int, mode: str, batch: int, steps: int, warmup: int, threads: int | None) -> dict:
+def run_case(arch: str, image_size: int, mode: str, batch: int, steps: int, warmup: int, threads: int | None,
+             config_path: Path | None = None) -> dict:
     """Time `steps` training steps after `warmup` untimed ones; runs inside the worker process."""
     sys.path.insert(0, str(REPO))
     import numpy as np
     import torch
+    import yaml
 
-    from histaug.classify import build_classifier, make_optimizer, to_model_input, train_step
+    from histaug.classify import GAN_MEAN, GAN_STD, IMAGENET_MEAN, IMAGENET_STD, build_classifier, build_head_classifier
+    from histaug.classify import make_optimizer, to_model_input, train_step
+    from histaug.config import head_generator
     from histaug.utils import set_threads
 
     set_threads(threads)
     channels_last = mode.startswith("channels_last")
     precision = "bf16" if mode.endswith("bf16") else "fp32"
     torch.manual_seed(0)
-    model = build_classifier(arch, num_classes=2)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    gen = head_generator(arch)
+    if gen:
+        config = yaml.safe_load(Path(config_path or REPO / "config" / "config.yaml").read_text())
+        gen_cfg = config["generators"][gen]
+        model = build_head_classifier({"config": gen_cfg, "num_classes": 2, "generator": gen})
+        image_size, mean, std = int(gen_cfg["image_size"]), GAN_MEAN, GAN_STD
+    else:
+        model = build_classifier(arch, num_classes=2)
     rss_model = _current_rss_mb()
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -71,7 +88,7 @@ def run_case(arch: str, image_size: int, mode: str, batch: int, steps: int, warm
     generator = torch.Generator().manual_seed(0)
 
     def step() -> None:
-        x = to_model_input(images, image_size, channels_last=channels_last, augment_generator=generator)
+        x = to_model_input(images, image_size, mean, std, channels_last=channels_last, augment_generator=generator)
         train_step(model, optimizer, x, labels, precision)
 
     for _ in range(warmup):
@@ -134,12 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                         help="before each case, wait up to this long for other processes to leave the CPU idle")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml",
+                        help="config file whose generators define the <generator>_head architectures")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
         arch, size, mode = args.worker.split("|")
-        result = run_case(arch, int(size), mode, args.batch, args.steps, args.warmup, args.threads)
+        result = run_case(arch, int(size), mode, args.batch, args.steps, args.warmup, args.threads, args.config)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -155,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         for arch in args.archs:
             for mode in args.modes:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", f"{arch}|{size}|{mode}",
-                       "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                       "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                       "--config", str(args.config)]
                 if args.threads:
                     cmd += ["--threads", str(args.threads)]
                 if args.wait_idle > 0:

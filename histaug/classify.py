@@ -1,4 +1,5 @@
-"""Downstream classifiers: ResNet34, ResNet50-CBAM and DenseNet169 (timm), trained from uint8 patches.
+"""Downstream classifiers: ResNet34, ResNet50-CBAM and DenseNet169 (timm), trained from uint8 patches,
+and the class heads of ViT GAN discriminators (``<generator>_head``, HViTGAN Table 1 "Cls Head").
 
 `train_classifier` is the one training loop used for every (variant, architecture, seed) run and
 for the selector / feature-space classifier. It keeps the epoch with the best validation AUC,
@@ -55,6 +56,10 @@ _TIMM_SPECS: dict[str, tuple[str, dict]] = {
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# A discriminator sees images scaled to [-1, 1], as in GAN training: (x - 0.5) / 0.5.
+GAN_MEAN = (0.5, 0.5, 0.5)
+GAN_STD = (0.5, 0.5, 0.5)
+
 STATE_FORMAT = 1
 
 
@@ -84,6 +89,56 @@ def build_classifier(arch: str, num_classes: int = 2, pretrained_path: str | Pat
     if pretrained_path:
         _load_pretrained(model, arch, Path(pretrained_path))
     return model
+
+
+class ClassHeadClassifier(nn.Module):
+    """A GAN discriminator used as a classifier: ``forward(x)`` returns its class head's logits.
+
+    HViTGAN's discriminator ends in a class token read by a classification head (§2.1); Table 1
+    reports that head as a classifier ("HViTGAN Cls Head", "MedViTGAN Cls Head"). Inputs are
+    images in [-1, 1] at the generator's resolution, as during GAN training; the source (critic)
+    head is kept but unused.
+    """
+
+    def __init__(self, discriminator: nn.Module):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.discriminator(x)["class_logits"]
+        if logits is None:
+            raise PipelineError("this discriminator has no classification head")
+        return logits
+
+
+def head_source(checkpoint_path: str | Path) -> dict:
+    """What a ``<generator>_head`` classifier starts from: the GAN checkpoint's discriminator.
+
+    Returns {"generator", "family", "config", "num_classes", "image_size", "state", "digest"}.
+    """
+    from models import families_with_class_head
+
+    from .train_generator import _read_checkpoint
+    from .utils import file_digest
+
+    path = Path(checkpoint_path)
+    ckpt = _read_checkpoint(path)
+    if ckpt.get("family") not in families_with_class_head() or "discriminator_state" not in ckpt:
+        raise PipelineError(f"{path}: generator family {ckpt.get('family')!r} has no discriminator class head "
+                            f"(config downstream.head_classifiers needs one of {families_with_class_head()})")
+    return {"generator": ckpt.get("name"), "family": ckpt["family"], "config": dict(ckpt["config"]),
+            "num_classes": int(ckpt["num_classes"]), "image_size": int(ckpt["image_size"]),
+            "state": ckpt["discriminator_state"], "digest": file_digest(path)}
+
+
+def build_head_classifier(head: dict) -> ClassHeadClassifier:
+    """The discriminator of ``head`` (see :func:`head_source`; ``state`` optional) as a classifier."""
+    from models import build_generator
+
+    parts = build_generator(head["config"], int(head["num_classes"]), name=str(head.get("generator")))
+    if head.get("state") is not None:
+        parts.discriminator.load_state_dict(head["state"])
+    return ClassHeadClassifier(parts.discriminator)
 
 
 def _read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
@@ -356,7 +411,10 @@ def load_classifier(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
         state = payload["state_dict"]
     except Exception as exc:
         raise PipelineError(f"{path}: not a classifier file written by train_classifier ({exc})") from exc
-    model = build_classifier(meta["arch"], int(meta["num_classes"]))
+    if meta.get("head"):
+        model = build_head_classifier(meta["head"])
+    else:
+        model = build_classifier(meta["arch"], int(meta["num_classes"]))
     model.load_state_dict(state, strict=True)
     model.to(get_device(device) if isinstance(device, str) else device)
     model.eval()
@@ -394,6 +452,7 @@ def train_classifier(
     num_classes: int | None = None,
     stop_after: int | None = None,
     keep_state: bool = False,
+    head: dict | None = None,
 ) -> dict:
     """Train one classifier and keep the epoch with the best validation score.
 
@@ -408,11 +467,18 @@ def train_classifier(
     once model.pt is written unless `keep_state`. `stop_after` ends the call after that many
     completed epochs without writing model.pt (time-boxed jobs); call again to continue.
 
+    `head` (from :func:`head_source`) trains a GAN discriminator's class head instead of a timm
+    network (arch ``<generator>_head``): it starts from the GAN-trained weights, sees images in
+    [-1, 1] at the generator's resolution and uses ``cfg["head_lr"]`` (default ``lr``).
+
     Returns a summary dict: finished, best_epoch, valid_auc, valid_acc, selection_metric,
     epochs_completed, resumed_from_epoch, model_path, history_path, seconds.
     """
     log = log or get_logger()
-    timm_name, _ = _timm_spec(arch)
+    if head is None:
+        timm_name, _ = _timm_spec(arch)
+    else:
+        timm_name = f"{head['family']} discriminator of generator {head['generator']}"
     train_x, train_y = _check_images(train_x, train_y, "training set")
     valid_x, valid_y = _check_images(valid_x, valid_y, "validation set")
     if len(train_x) < 2:
@@ -431,6 +497,14 @@ def train_classifier(
     weight_decay = float(cfg.get("weight_decay", 0.0))
     augment = bool(cfg.get("augment", False))
     pretrained = (cfg.get("pretrained") or {}).get(arch)
+    norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    if head is not None:
+        image_size, pretrained = int(head["image_size"]), None
+        lr = float(cfg.get("head_lr") or lr)
+        norm = {"mean": list(GAN_MEAN), "std": list(GAN_STD)}
+        if num_classes is not None and int(head["num_classes"]) != int(num_classes):
+            raise PipelineError(f"{arch}: the discriminator has {head['num_classes']} classes, the data {num_classes}")
+        num_classes = int(head["num_classes"])
     device = get_device(compute.get("device", "auto"))
     precision = _precision(compute, "downstream")
     autocast(device, precision)  # validates the precision name for this device
@@ -463,6 +537,7 @@ def train_classifier(
             "weight_decay": weight_decay,
             "augment": augment,
             "pretrained": str(pretrained) if pretrained else None,
+            "head": head["digest"] if head is not None else None,
             "precision": precision,
             "channels_last": channels_last,
             "device": device.type,
@@ -472,7 +547,7 @@ def train_classifier(
     )
 
     seed_everything(int(seed))
-    model = build_classifier(arch, num_classes, pretrained).to(device)
+    model = (build_head_classifier(head) if head is not None else build_classifier(arch, num_classes, pretrained)).to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, lr, weight_decay)
@@ -492,7 +567,6 @@ def train_classifier(
         )
     resumed_from = start_epoch
 
-    norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     eval_meta = {"image_size": image_size, "normalisation": norm}
     train_images = torch.from_numpy(train_x)
     train_labels = torch.from_numpy(train_y)
@@ -510,7 +584,7 @@ def train_classifier(
         for step in bar:
             idx = perm[step * batch_size : (step + 1) * batch_size]
             x = to_model_input(
-                train_images[idx], image_size, IMAGENET_MEAN, IMAGENET_STD, device, channels_last,
+                train_images[idx], image_size, norm["mean"], norm["std"], device, channels_last,
                 augment_generator=generator if augment else None,
             )
             y = train_labels[idx].to(device)
@@ -592,6 +666,8 @@ def train_classifier(
         "train_class_counts": np.bincount(train_y, minlength=num_classes).tolist(),
         "precision": precision,
         "pretrained": str(pretrained) if pretrained else None,
+        "head": {k: head[k] for k in ("generator", "family", "config", "num_classes", "image_size", "digest")} if head else None,
+        "lr": lr,
         "config_hash": run_hash,
     }
     _save_torch({"state_dict": best["state"], "meta": meta}, model_path)

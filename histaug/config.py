@@ -33,7 +33,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
                 lines.append(f"  {_key(e.absolute_path)}: {e.message}")
         raise PipelineError("Invalid configuration:\n" + "\n".join(lines))
 
-    from models import available_families  # the registry knows every family that can be trained
+    from models import available_families, families_with_class_head  # the registry knows every family
 
     families = available_families()
     for name, g in config["generators"].items():
@@ -44,28 +44,44 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
         if g not in config["generators"]:
             raise PipelineError(f"config run_generators lists {g!r}, which is not defined under `generators` "
                                 f"(defined: {sorted(config['generators'])})")
-    for g in config["downstream"]["generators"]:
-        if g not in config["run_generators"]:
-            raise PipelineError(f"config downstream.generators lists {g!r}, which is not in run_generators "
+    from .trainsets import parse_trainset
+
+    ds = config["downstream"]
+    for arch, trainset in downstream_runs(config):
+        key = f"downstream.head_classifiers.{head_generator(arch)}" if head_generator(arch) else "downstream.trainsets"
+        ts = parse_trainset(trainset)
+        if ts.generator is not None and ts.generator not in config["run_generators"]:
+            raise PipelineError(f"config {key} lists {trainset!r}, whose generator {ts.generator!r} is not in run_generators "
                                 f"{config['run_generators']}")
-    gen_variants = set(config["downstream"]["variants"]) - {"real"}
-    if gen_variants and not config["downstream"]["generators"]:
-        raise PipelineError(f"config downstream.variants {sorted(gen_variants)} need synthetic images, but "
-                            "downstream.generators is empty")
+    heads = families_with_class_head()
+    heads_listed = [h["generator"] for h in ds.get("head_classifiers") or []]
+    if len(set(heads_listed)) < len(heads_listed):
+        raise PipelineError(f"config downstream.head_classifiers lists a generator twice: {heads_listed}")
+    for gen in heads_listed:
+        if gen not in config["run_generators"]:
+            raise PipelineError(f"config downstream.head_classifiers.{gen}: {gen!r} is not in run_generators {config['run_generators']}")
+        if config["generators"][gen]["family"] not in heads:
+            raise PipelineError(f"config downstream.head_classifiers.{gen}: family {config['generators'][gen]['family']!r} has no "
+                                f"classification head (families with one: {heads})")
     sel = config["selection"]
     if sel["selector"] == "head":
-        no_head = [n for n in config["run_generators"] if config["generators"][n]["family"] not in ("hvitgan", "medvitgan")]
+        no_head = [n for n in config["run_generators"] if config["generators"][n]["family"] not in heads]
         if no_head:
             raise PipelineError(f"config selection.selector='head' needs a generator with a classification head, but "
-                                f"{no_head} have none; use selector 'baseline' or remove them")
-    elif sel.get("selector_arch", "resnet34") not in config["downstream"]["archs"]:
-        raise PipelineError(f"config selection.selector_arch={sel.get('selector_arch')!r} must be one of "
-                            f"downstream.archs {config['downstream']['archs']} (the selector is that real-data classifier)")
-    if sel["selector"] == "baseline" and sel.get("selector_seed", 0) not in config["downstream"]["seeds"]:
-        raise PipelineError(f"config selection.selector_seed={sel.get('selector_seed')} must be one of downstream.seeds")
+                                f"{no_head} have none; use selector 'auto' (head where there is one, baseline elsewhere), "
+                                "'baseline', or remove them")
+    if any(selector_for(config, g) == "baseline" for g in config["run_generators"]):
+        if sel.get("selector_arch", "resnet34") not in ds["archs"]:
+            raise PipelineError(f"config selection.selector_arch={sel.get('selector_arch')!r} must be one of "
+                                f"downstream.archs {ds['archs']} (the selector is that real-data classifier)")
+        if sel.get("selector_seed", 0) not in ds["seeds"]:
+            raise PipelineError(f"config selection.selector_seed={sel.get('selector_seed')} must be one of downstream.seeds")
     fs = config["evaluation"]["feature_space"]
     if fs["arch"] not in config["downstream"]["archs"] or fs["seed"] not in config["downstream"]["seeds"]:
         raise PipelineError(f"config evaluation.feature_space={fs}: arch and seed must be among downstream.archs/seeds")
+    from .embedding import parse_panels
+
+    parse_panels(config["report"].get("tsne"), config["run_generators"])  # each panel's generator must run
     fr = config["split"]["fractions"]
     if abs(sum(fr.values()) - 1) > 1e-6:
         raise PipelineError(f"config split.fractions={fr}: must sum to 1")
@@ -76,3 +92,40 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
         raise PipelineError(f"config data_dir={config['data_dir']!r}: folder not found. Point data_dir at a Kaggle-layout "
                             "folder (images/ + labels.csv) or a folder with the PCam HDF5 files, or set it to null to use PCam.")
     return config
+
+
+HEAD_SUFFIX = "_head"
+
+
+def head_arch(generator: str) -> str:
+    """Downstream architecture name of generator `generator`'s discriminator class head."""
+    return f"{generator}{HEAD_SUFFIX}"
+
+
+def head_generator(arch: str) -> str | None:
+    """The generator whose class head `arch` is (``hvitgan_head`` -> ``hvitgan``), None for timm networks."""
+    return arch[: -len(HEAD_SUFFIX)] if arch.endswith(HEAD_SUFFIX) else None
+
+
+def downstream_runs(config: dict) -> list[tuple[str, str]]:
+    """(architecture, training set) pairs of a run, in table order; each is trained for every seed.
+
+    Every architecture in ``downstream.archs`` on every set in ``downstream.trainsets``, then the
+    class heads of ``downstream.head_classifiers`` ({generator, trainsets} entries) as ``<gen>_head``.
+    """
+    ds = config["downstream"]
+    runs = [(arch, ts) for arch in ds["archs"] for ts in ds["trainsets"]]
+    for entry in ds.get("head_classifiers") or []:
+        runs += [(head_arch(entry["generator"]), ts) for ts in entry["trainsets"]]
+    return runs
+
+
+def selector_for(config: dict, generator: str) -> str:
+    """Selector that judges `generator`'s images: ``selection.selector``, with ``auto`` meaning the
+    generator's own class head when its family has one (HViTGAN §2.3), else the real-data classifier."""
+    kind = config["selection"]["selector"]
+    if kind != "auto":
+        return kind
+    from models import families_with_class_head
+
+    return "head" if config["generators"][generator]["family"] in families_with_class_head() else "baseline"

@@ -26,14 +26,14 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .config import head_generator
 from .io import read_images
+from .trainsets import KINDS, parse_trainset, parse_variant
 from .utils import PipelineError, atomic_path, get_logger, read_json, write_csv, write_text
 
 METRICS: tuple[str, ...] = ("accuracy", "auc", "sensitivity", "specificity")
 METRIC_TITLES = {"accuracy": "Accuracy", "auc": "AUC", "sensitivity": "Sensitivity", "specificity": "Specificity"}
 REQUIRED_METRIC_KEYS: tuple[str, ...] = ("arch", "variant", "seed", *METRICS)
-# Order of the generator-based variants inside one architecture block (the real baseline comes first).
-KIND_ORDER: tuple[str, ...] = ("augmented", "selected", "synthetic")
 MISSING_STD = "–"
 
 ARCH_NAMES = {"resnet34": "ResNet34", "resnet50_cbam": "ResNet50-CBAM", "densenet169": "DenseNet169"}
@@ -77,52 +77,49 @@ def pretty_arch(arch: str) -> str:
     return "-".join(parts) or str(arch)
 
 
-def parse_variant(variant: str) -> tuple[str, str | None]:
-    """(kind, generator) encoded in a variant name.
-
-    ``real`` -> ("real", None); ``real+G`` -> ("augmented", G); ``real+G.selected`` ->
-    ("selected", G); any other name ``G`` -> ("synthetic", G).
-    """
-    variant = str(variant)
-    if variant == "real":
-        return "real", None
-    if variant.startswith("real+"):
-        gen = variant[len("real+"):]
-        if gen.endswith(".selected"):
-            return "selected", gen[: -len(".selected")]
-        return "augmented", gen
-    return "synthetic", variant
+def arch_label(arch: str, generator_labels: Mapping[str, str] | None = None) -> str:
+    """Display name of a downstream architecture; ``<gen>_head`` -> ``<generator label> Cls Head``."""
+    gen = head_generator(str(arch))
+    if gen:
+        return f"{(generator_labels or {}).get(gen, gen)} Cls Head"
+    return pretty_arch(arch)
 
 
-def variant_label(kind: str, generator: str | None, variant: str) -> str:
-    """Short label of a training set, used in legends: ``real``, ``+Aug(cgan)``, ``cgan only``."""
+def trainset_label(variant: str, generator_labels: Mapping[str, str] | None = None,
+                   trainset_labels: Mapping[str, str] | None = None) -> str:
+    """What goes inside ``+Aug(...)``: ``report.trainset_labels[variant]`` when set (``CP``, ``CP+SA``),
+    else the generator's label with ``, truncated`` / ``, SA`` for truncated / selected images."""
+    if trainset_labels and variant in trainset_labels:
+        return str(trainset_labels[variant])
+    ts = parse_trainset(variant)
+    name = (generator_labels or {}).get(ts.generator, ts.generator)
+    return name + {"normal": "", "truncated": ", truncated", "selected": ", SA"}[ts.source]
+
+
+def variant_label(variant: str, generator_labels: Mapping[str, str] | None = None,
+                  trainset_labels: Mapping[str, str] | None = None) -> str:
+    """Short label of a training set, used in legends: ``real``, ``+Aug(CP)``, ``cgan only``."""
+    kind, _ = parse_variant(variant)
     if kind == "real":
         return "real"
-    if kind == "augmented" and generator:
-        return f"+Aug({generator})"
-    if kind == "selected" and generator:
-        return f"+Aug({generator}, selected)"
-    if kind == "synthetic" and generator:
-        return f"{generator} only"
-    return str(variant)
+    text = trainset_label(variant, generator_labels, trainset_labels)
+    return f"{text} only" if kind == "synthetic" else f"+Aug({text})"
 
 
-def row_label(arch: str, kind: str, generator: str | None, variant: str) -> str:
+def row_label(arch: str, variant: str, generator_labels: Mapping[str, str] | None = None,
+              trainset_labels: Mapping[str, str] | None = None) -> str:
     """Table row name shaped like the HViTGAN paper's Table 1.
 
-    ``ResNet34``, ``ResNet34+Aug(cgan)``, ``ResNet34+Aug(cgan, selected)``,
-    ``ResNet34 trained on cgan only``; unknown kinds become ``ResNet34 [variant]``.
+    ``ResNet34``, ``ResNet34+Aug(MedViTGAN)``, ``ResNet34+Aug(CP+SA)`` (with
+    ``report.trainset_labels``), ``ResNet34+Aug(cgan, SA)``, ``HViTGAN Cls Head+Aug(CP)``,
+    ``ResNet34 trained on cgan only``.
     """
-    name = pretty_arch(arch)
+    name = arch_label(arch, generator_labels)
+    kind, _ = parse_variant(variant)
     if kind == "real":
         return name
-    if kind == "augmented" and generator:
-        return f"{name}+Aug({generator})"
-    if kind == "selected" and generator:
-        return f"{name}+Aug({generator}, selected)"
-    if kind == "synthetic" and generator:
-        return f"{name} trained on {generator} only"
-    return f"{name} [{variant}]"
+    text = trainset_label(variant, generator_labels, trainset_labels)
+    return f"{name} trained on {text} only" if kind == "synthetic" else f"{name}+Aug({text})"
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -218,16 +215,14 @@ def collect_downstream(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
         missing = [k for k in REQUIRED_METRIC_KEYS if k not in rec]
         if missing:
             raise PipelineError(f"{path}: missing keys {missing}; delete it and re-run the downstream rule")
-        kind, generator = parse_variant(rec["variant"])
-        rec["kind"] = rec.get("kind") or kind
-        rec["generator"] = _clean(rec.get("generator")) or generator
+        rec["kind"], rec["generator"] = parse_variant(rec["variant"])
         rec["seed"] = int(rec["seed"])
         for metric in METRICS:
             rec[metric] = _float(rec[metric])
         rec["metrics_file"] = str(path)
         records.append(rec)
     if not records:
-        raise PipelineError("no downstream metrics files were given; check downstream.archs/variants/seeds in the config")
+        raise PipelineError("no downstream metrics files were given; check downstream.archs/trainsets/seeds in the config")
     df = pd.DataFrame.from_records(records)
     dupes = df[df.duplicated(["arch", "variant", "seed"], keep=False)]
     if len(dupes):
@@ -242,30 +237,31 @@ def collect_downstream(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
 def summarize_downstream(
     df: pd.DataFrame,
     arch_order: Sequence[str] | None = None,
-    generator_order: Sequence[str] | None = None,
+    trainset_order: Sequence[str] | None = None,
     digits: int = 3,
+    generator_labels: Mapping[str, str] | None = None,
+    trainset_labels: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Mean ± sample std (ddof=1) over seeds for each (arch, variant).
+    """Mean ± sample std (ddof=1) over seeds for each (arch, training set).
 
-    Rows are ordered per architecture (``arch_order`` first, others alphabetically): the real
-    baseline, then for each generator (``generator_order`` first) its augmented, selected and
-    synthetic-only variants, then any other variants. With a single seed the std is NaN and
-    the formatted cell shows ``–``.
+    Rows are ordered per architecture (``arch_order`` first, others alphabetically), and within one
+    architecture by ``trainset_order`` (the config's ``downstream.trainsets``), other training sets
+    after them by kind (real, augmented, truncated, selected, synthetic) and name. With a single
+    seed the std is NaN and the formatted cell shows ``–``.
 
     Columns: row, arch, arch_label, variant, kind, generator, n_seeds, seeds, one formatted
     ``"0.881 ± 0.079"`` column per metric, ``<metric>_mean``/``<metric>_std``, and, when the
     inputs have them, valid_auc_mean, best_epoch_mean, n_real, n_synthetic.
     """
     archs = _ordered(arch_order, df["arch"])
-    generators = _ordered(generator_order, df["generator"]) if "generator" in df else []
+    trainsets = list(trainset_order or [])
     records = []
     for (arch, variant), group in df.groupby(["arch", "variant"], sort=False):
-        kind = group["kind"].iloc[0] if "kind" in group else parse_variant(variant)[0]
-        generator = _clean(group["generator"].iloc[0]) if "generator" in group else parse_variant(variant)[1]
+        kind, generator = parse_variant(variant)
         rec = {
-            "row": row_label(arch, kind, generator, variant),
+            "row": row_label(arch, variant, generator_labels, trainset_labels),
             "arch": arch,
-            "arch_label": pretty_arch(arch),
+            "arch_label": arch_label(arch, generator_labels),
             "variant": variant,
             "kind": kind,
             "generator": generator,
@@ -288,16 +284,10 @@ def summarize_downstream(
             if count in group:
                 value = pd.to_numeric(group[count], errors="coerce").mean()
                 rec[count] = int(round(value)) if math.isfinite(value) else None
-        # Sort key: architecture, then baseline / generator variants / anything else.
-        arch_rank = archs.index(arch)
-        if kind == "real":
-            key = (arch_rank, 0, 0, 0, str(variant))
-        elif kind in KIND_ORDER:
-            gen_rank = generators.index(generator) if generator in generators else len(generators)
-            key = (arch_rank, 1, gen_rank, KIND_ORDER.index(kind), str(variant))
+        if variant in trainsets:
+            rec["_key"] = (archs.index(arch), 0, trainsets.index(variant), "")
         else:
-            key = (arch_rank, 2, 0, 0, str(variant))
-        rec["_key"] = key
+            rec["_key"] = (archs.index(arch), 1, KINDS.index(kind), str(variant))
         records.append(rec)
     summary = pd.DataFrame.from_records(records)
     summary = summary.sort_values("_key", kind="stable").drop(columns="_key").reset_index(drop=True)
@@ -559,6 +549,8 @@ def plot_roc_curves(
     prediction_files_by_variant: Mapping[str, Mapping[str, Sequence[str | Path]]],
     out_png: str | Path,
     title: str | None = None,
+    generator_labels: Mapping[str, str] | None = None,
+    trainset_labels: Mapping[str, str] | None = None,
 ) -> Path:
     """ROC curves on the real test split, one panel per architecture.
 
@@ -596,7 +588,7 @@ def plot_roc_curves(
                 curve = np.interp(grid, fpr, tpr)
                 curve[0] = 0.0
                 curves.append(curve)
-            short = variant_label(*parse_variant(variant), variant)
+            short = variant_label(variant, generator_labels, trainset_labels)
             if curves:
                 mean_curve = np.mean(curves, axis=0)
                 mean_curve[-1] = 1.0
@@ -609,7 +601,7 @@ def plot_roc_curves(
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
         ax.set_aspect("equal")
-        ax.set_title(pretty_arch(arch), fontsize=11)
+        ax.set_title(arch_label(arch, generator_labels), fontsize=11)
         ax.set_xlabel("False positive rate (1 − specificity)", fontsize=9)
         ax.set_ylabel("True positive rate (sensitivity)", fontsize=9)
         ax.legend(loc="lower right", fontsize=7, frameon=True)
@@ -715,9 +707,22 @@ def _context_list(context: Mapping, key: str) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _trainset_glossary(context: Mapping) -> list[str]:
+    """One bullet per configured label (``report.trainset_labels``): what ``+Aug(CP)`` etc. stand for."""
+    labels = dict(context.get("trainset_labels") or {})
+    used = [t for t in _context_list(context, "trainsets") if t in labels]
+    if not used:
+        return []
+    return ["- Labels of this run: " + "; ".join(f"`+Aug({labels[t]})` = training set `{t}`" for t in used) + "."]
+
+
 def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.DataFrame,
-                     sample_figures: Mapping[str, Mapping[str, str]], digits: int) -> str:
-    """Text of report.md; figure and table links are relative to the report's folder."""
+                     sample_figures: Mapping[str, Mapping[str, str]], digits: int,
+                     tsne: Mapping[str, str] | None = None) -> str:
+    """Text of report.md; figure and table links are relative to the report's folder.
+
+    `tsne` (optional): {"figure", "scores", "coordinates": relative links, "table": markdown, "intro": text}.
+    """
     class_names = list(context.get("class_names") or ["class 0", "class 1"])
     positive = class_names[1] if len(class_names) > 1 else "class 1"
     negative = class_names[0] if class_names else "class 0"
@@ -780,10 +785,12 @@ def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.Dat
     out += ["## Figures", ""]
     for gen, figs in sample_figures.items():
         out += [f"### Samples from {gen}", ""]
-        if "all" in figs:
-            out += ["All generated images (first per class):", "", f"![{gen}: generated samples]({figs['all']})", ""]
+        if "generated" in figs:
+            out += ["Generated images, plain normal latents (first per class):", "",
+                    f"![{gen}: generated samples]({figs['generated']})", ""]
         if "selected" in figs:
-            out += ["Images kept by selective augmentation:", "", f"![{gen}: selected samples]({figs['selected']})", ""]
+            out += ["Images kept by selective augmentation (truncated latents, confidence ≥ λ):", "",
+                    f"![{gen}: selected samples]({figs['selected']})", ""]
     out += [
         "### ROC curves",
         "",
@@ -797,14 +804,23 @@ def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.Dat
         "",
     ]
 
+    if tsne:
+        out += ["## Loss scenarios (t-SNE)", "", tsne["intro"], "",
+                f"![t-SNE of generated images per loss scenario]({tsne['figure']})", "", tsne["table"],
+                f"Files: [tsne_scores.csv]({tsne['scores']}), [tsne_coordinates.csv]({tsne['coordinates']})", ""]
+
     out += [
         "## How to read the tables",
         "",
         "- Row names follow Table 1 of the HViTGAN paper: `ResNet34` is trained on the real training "
-        "subset only; `ResNet34+Aug(G)` on the real subset plus every image generator G produced; "
-        "`ResNet34+Aug(G, selected)` on the real subset plus only the generated images the selector "
+        "subset only; `ResNet34+Aug(G)` on the real subset plus generator G's images from plain normal "
+        "latents (selective augmentation off); `+Aug(G, truncated)` with truncated latents (τ); "
+        "`+Aug(G, SA)` with selective augmentation: truncated latents and only the images the selector "
         "classifies as their intended class with confidence ≥ λ; `ResNet34 trained on G only` on "
-        "generated images alone (a check of how much class information the images carry).",
+        "generated images alone (a check of how much class information the images carry). "
+        "`G Cls Head` is the classification head of generator G's discriminator, fine-tuned as a "
+        "classifier from its GAN-trained weights on the same training sets.",
+        *_trainset_glossary(context),
         f"- Every classifier is evaluated on the same real test split. Sensitivity is the recall of "
         f"class 1 ({positive}), specificity the recall of class 0 ({negative}); AUC uses the "
         f"predicted probability of {positive}.",
@@ -829,7 +845,8 @@ def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.Dat
                 for g, f in zip(generation["generator"], generation["family"])]
         out.append("- Generators: " + ", ".join(gens))
     for key in sorted(set(context) - {"label_source", "label_note", "class_names", "dataset", "n_train_subset",
-                                      "n_valid", "n_test", "config_name", "architectures", "seeds", "generators"}):
+                                      "n_valid", "n_test", "config_name", "architectures", "seeds", "generators",
+                                      "generator_labels", "trainset_labels", "trainsets"}):
         out.append(f"- {key}: {context[key]}")
     if seeds:
         short = summary[summary["n_seeds"] < len(seeds)]
@@ -852,13 +869,15 @@ def write_report(
     context: Mapping,
     per_class: int | None = None,
     digits: int = 3,
+    tsne: Mapping[str, str | Path] | None = None,
 ) -> dict[str, Path]:
     """Write every table, figure and ``report.md`` under `out_dir`; return {relative name: path}.
 
     `prediction_files` is either arch -> {variant: [predictions.csv]} or a flat list of
     ``.../{arch}/{variant}/seed{n}/predictions.csv`` paths. `sample_files` maps generator ->
-    {"all": all.h5, "selected": selected.h5}. `per_class` (images per class in sample grids)
-    defaults to ``context["grid_per_class"]`` or 8.
+    {"generated": normal.h5, "selected": selected.h5}. `per_class` (images per class in sample grids)
+    defaults to ``context["grid_per_class"]`` or 8. `tsne` (optional, rule ``tsne``) gives the files
+    {"figure", "scores", "coordinates"} of the t-SNE panels; report.md then has a "Loss scenarios (t-SNE)" section.
     """
     log = get_logger()
     out_dir = Path(out_dir)
@@ -873,10 +892,12 @@ def write_report(
 
     configured_order = _context_list(context, "generators") or list(sample_files)
     generation = collect_generation(generation_files, configured_order)
-    generator_order = configured_order or list(generation["generator"])
+    names = {"generator_labels": dict(context.get("generator_labels") or {}),
+             "trainset_labels": dict(context.get("trainset_labels") or {})}
 
     downstream = collect_downstream(metrics_files)
-    summary = summarize_downstream(downstream, _context_list(context, "architectures"), generator_order, digits)
+    summary = summarize_downstream(downstream, _context_list(context, "architectures"),
+                                   _context_list(context, "trainsets"), digits, **names)
     log.info("report: %d downstream runs in %d rows, %d generators", len(downstream), len(summary), len(generation))
 
     write_csv(downstream, record("tables/downstream.csv"))
@@ -897,11 +918,11 @@ def write_report(
     for gen, files in sample_files.items():
         info = gen_info.get(gen)
         figs: dict[str, str] = {}
-        if files.get("all"):
+        if files.get("generated"):
             rel = f"figures/samples_{gen}.png"
             n = "" if info is None or _clean(info["n_generated"]) is None else f", {int(info['n_generated'])} generated"
-            plot_sample_grid(files["all"], record(rel), per_class, class_names, f"{gen}: generated samples{n}")
-            figs["all"] = rel
+            plot_sample_grid(files["generated"], record(rel), per_class, class_names, f"{gen}: generated samples{n}")
+            figs["generated"] = rel
         if files.get("selected"):
             rel = f"figures/selected_{gen}.png"
             detail = ""
@@ -912,8 +933,13 @@ def write_report(
         sample_figures[gen] = figs
 
     predictions = _order_predictions(group_prediction_files(prediction_files), summary)
-    plot_roc_curves(predictions, record("figures/roc_curves.png"), "ROC curves on the real test split")
+    plot_roc_curves(predictions, record("figures/roc_curves.png"), "ROC curves on the real test split", **names)
     plot_metric_bars(summary, record("figures/auc_bars.png"), "auc", "Test AUC per model and training set")
 
-    write_text(_report_markdown(context, summary, generation, sample_figures, digits), record("report.md"))
+    tsne_section = None
+    if tsne:
+        from .embedding import report_section
+
+        tsne_section = report_section(tsne, out_dir)
+    write_text(_report_markdown(context, summary, generation, sample_figures, digits, tsne_section), record("report.md"))
     return written

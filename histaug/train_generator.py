@@ -27,6 +27,24 @@ and the summary; for adversarial families also the discriminator and the loss-ho
 (``discriminator_state``, ``objective_state``), so that a discriminator's class head can be
 reused after training (:func:`load_discriminator`).
 
+Model selection (``model_selection: {every, n_images}``, off when null or absent; see
+:mod:`histaug.model_selection`): every ``every`` steps and at the last step, the loop scores the
+exported generator by its FID against the validation split. The score goes into that step's
+history row as ``fid_valid`` (a history row is also written at every evaluation step). The loop
+keeps copies of the networks of the lowest FID so far. The final checkpoint then holds the *best*
+step's generator, discriminator and loss-hook states, with ``best_step``, ``best_fid_valid`` and
+``model_selection`` in the checkpoint and its summary. The best step and its networks are part of
+``last.pt``. Keeping them in the one atomically written state file means the saved best always
+belongs to the saved step, so an interrupted and resumed run keeps the same best as an
+uninterrupted one. An evaluation restores the RNG states and the generator's train/eval mode
+afterwards, so it does not change the training trajectory. ``model_selection`` is part of the config
+hash on purpose. ``every`` and ``n_images`` do not change a training step, but they decide which
+steps are scored and how, so a best found under other settings cannot be compared with new scores.
+Resuming under changed settings would mix two selection rules, so it starts fresh instead. null and
+absent hash alike. The validation images and the feature space are checked the same way
+(``selection_hash``). One limit: extending ``steps`` of a finished run keeps the score its old last
+step received, which an uninterrupted longer run would not have computed.
+
 One *step* is one generator update. ``images_per_s`` counts real training images fed to the model
 (``n_critic · batch_size`` per adversarial step, ``batch_size`` per VAE step).
 """
@@ -49,6 +67,8 @@ from torch import nn
 from models.registry import GANParts, build_generator, require
 
 from .losses import AdversarialObjective, vae_loss
+from .model_selection import KEY as SELECTION_KEY
+from .model_selection import FIDScorer, cap_images, is_better, selection_settings
 from .utils import (
     PipelineError,
     atomic_path,
@@ -108,8 +128,13 @@ def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
 
 
 def state_hash(gen_cfg: dict, num_classes: int) -> str:
-    """config_hash of the training-relevant part of ``gen_cfg`` (without ``steps`` and logging keys)."""
-    return config_hash({"config": {k: v for k, v in gen_cfg.items() if k not in NON_STATE_KEYS}, "num_classes": num_classes})
+    """config_hash of the training-relevant part of ``gen_cfg`` (without ``steps`` and logging keys).
+
+    ``model_selection`` counts (see the module docstring); ``model_selection: null`` hashes as if absent.
+    """
+    relevant = {k: v for k, v in gen_cfg.items()
+                if k not in NON_STATE_KEYS and not (k == SELECTION_KEY and v is None)}
+    return config_hash({"config": relevant, "num_classes": num_classes})
 
 
 class BatchSampler:
@@ -420,8 +445,30 @@ def _load_state(path: Path, log: logging.Logger) -> dict | None:
         return None
 
 
-def _cpu_state(state: dict) -> dict:
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+def _final_networks(trainer) -> dict:
+    """Copies (on the CPU, never aliasing the live weights) of what the final checkpoint stores: the
+    exported generator, and for adversarial families the discriminator and the loss-hook states."""
+
+    def copy_of(state: dict) -> dict:
+        return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in state.items()}
+
+    networks = {"generator_state": copy_of(trainer.export_generator().state_dict())}
+    if isinstance(trainer, AdversarialTrainer):
+        networks["discriminator_state"] = copy_of(trainer.D.state_dict())
+        networks["objective_state"] = copy_of(trainer.objective.state_dict())
+    return networks
+
+
+def _score(scorer: Callable[[nn.Module], float], trainer) -> float:
+    """``scorer(exported generator)``, leaving the RNG states and the networks' train/eval mode as they were."""
+    rng = get_rng_state()
+    generator = trainer.export_generator()
+    was_training = generator.training
+    try:
+        return float(scorer(generator))
+    finally:
+        generator.train(was_training)
+        set_rng_state(rng)
 
 
 def _run_loop(
@@ -436,6 +483,7 @@ def _run_loop(
     state_dir: str | Path,
     compute: dict,
     log: logging.Logger | None,
+    scorer: Callable[[nn.Module], float] | None = None,
 ) -> dict:
     log = log or get_logger()
     if parts.trainer != kind:
@@ -450,6 +498,10 @@ def _run_loop(
     if sampler_kind not in SAMPLERS:
         raise PipelineError(f"config key generators.{gen_name}.sampler={sampler_kind!r}: expected one of {SAMPLERS}")
     seed = int(gen_cfg.get("seed", 0))
+    selection = selection_settings(gen_cfg, gen_name)
+    if selection is not None and scorer is None:
+        raise PipelineError(f"config key generators.{gen_name}.{SELECTION_KEY} is set, but the training loop got no "
+                            "scorer (validation images and a feature function; see train_generator)")
 
     images = np.asarray(images)
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
@@ -476,8 +528,10 @@ def _run_loop(
 
     cfg_hash = state_hash(gen_cfg, num_classes)
     data_hash = data_fingerprint(images, labels)
+    selection_hash = getattr(scorer, "fingerprint", None) if selection is not None else None
     state_path = state_dir / STATE_FILE
     start_step, history, prior_seconds = 0, [], 0.0
+    best: dict | None = None  # model selection: {"step", "fid_valid", "networks"} of the lowest FID so far
     if state_path.exists():
         state = _load_state(state_path, log)
         if state is None:
@@ -487,6 +541,9 @@ def _run_loop(
                      gen_name, state_path, state.get("config_hash"), cfg_hash)
         elif state.get("data_hash") != data_hash:
             log.info("%s: ignoring %s, saved for other training data; starting fresh", gen_name, state_path)
+        elif state.get("selection_hash") != selection_hash:
+            log.info("%s: ignoring %s, saved for other model-selection data (validation images or feature "
+                     "extractor); starting fresh", gen_name, state_path)
         elif state["step"] > steps:
             log.info("%s: ignoring %s, it is at step %d beyond steps=%d; starting fresh", gen_name, state_path, state["step"], steps)
         else:
@@ -495,7 +552,10 @@ def _run_loop(
             set_rng_state(state["rng"])
             start_step, history = int(state["step"]), list(state["history"])
             prior_seconds = float(state.get("seconds", 0.0))
+            best = state.get("best")
             log.info("%s: resuming from %s at step %d/%d", gen_name, state_path, start_step, steps)
+            if best is not None:
+                log.info("%s: best so far is step %d (fid_valid %.4g)", gen_name, best["step"], best["fid_valid"])
 
     def save(step: int, seconds: float) -> None:
         _save_state(
@@ -509,6 +569,8 @@ def _run_loop(
                 "rng": get_rng_state(),
                 "history": history,
                 "seconds": seconds,
+                "selection_hash": selection_hash,
+                "best": best,
             },
         )
 
@@ -527,8 +589,16 @@ def _run_loop(
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_sum += 1
-            if step % log_every == 0 or step == steps:
+            evaluate = selection is not None and (step % selection["every"] == 0 or step == steps)
+            if step % log_every == 0 or step == steps or evaluate:
                 row = {"step": step, **{k: float(v) / n_sum for k, v in sums.items()}}
+                if evaluate:
+                    t_eval = time.perf_counter()
+                    row["fid_valid"] = _score(scorer, trainer)
+                    if is_better(row["fid_valid"], best["fid_valid"] if best else None):
+                        best = {"step": step, "fid_valid": row["fid_valid"], "networks": _final_networks(trainer)}
+                    log.info("%s step %d: fid_valid=%.4g (%.1f s); best so far step %d (fid_valid %.4g)", gen_name,
+                             step, row["fid_valid"], time.perf_counter() - t_eval, best["step"], best["fid_valid"])
                 history.append(row)
                 now = time.perf_counter()
                 rate = (step - step_log) * trainer.images_per_step / max(now - t_log, 1e-9)
@@ -553,16 +623,16 @@ def _run_loop(
         "total_seconds": prior_seconds + seconds,
         "images_per_s": steps_run * trainer.images_per_step / seconds if steps_run and seconds > 0 else None,
         "steps_per_s": steps_run / seconds if steps_run and seconds > 0 else None,
-        "final_losses": {k: v for k, v in history[-1].items() if k != "step"} if history else {},
+        "final_losses": {k: v for k, v in history[-1].items() if k not in ("step", "fid_valid")} if history else {},
+        SELECTION_KEY: selection,
+        "best_step": best["step"] if best else None,
+        "best_fid_valid": best["fid_valid"] if best else None,
+        "final_fid_valid": history[-1].get("fid_valid") if selection is not None and history else None,
     }
     write_csv(pd.DataFrame(history), out_path.parent / HISTORY_FILE)
     generator = trainer.export_generator()
-    adversarial_states = {}
-    if isinstance(trainer, AdversarialTrainer):
-        adversarial_states = {
-            "discriminator_state": _cpu_state(trainer.D.state_dict()),
-            "objective_state": _cpu_state(trainer.objective.state_dict()),
-        }
+    # With model selection the checkpoint holds the best step's networks, else the last step's.
+    networks = best["networks"] if best is not None else _final_networks(trainer)
     with atomic_path(out_path) as tmp:
         torch.save(
             {
@@ -572,25 +642,34 @@ def _run_loop(
                 "num_classes": int(num_classes),
                 "image_size": int(generator.image_size),
                 "latent_dim": int(generator.latent_dim),
-                "generator_state": _cpu_state(generator.state_dict()),
-                **adversarial_states,
-                "step": steps,
+                **networks,
+                "step": best["step"] if best is not None else steps,  # the step the networks are from
+                SELECTION_KEY: selection,
+                "best_step": summary["best_step"],
+                "best_fid_valid": summary["best_fid_valid"],
                 "summary": summary,
             },
             tmp,
         )
     log.info("%s: wrote %s (%d steps, %.1f s this run)", gen_name, out_path, steps, seconds)
+    if best is not None:
+        log.info("%s: model selection %s: the checkpoint holds the best step, %d of %d (fid_valid %.4g; last step %.4g)",
+                 gen_name, selection, best["step"], steps, best["fid_valid"], summary["final_fid_valid"])
     return summary
 
 
-def train_adversarial(gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log=None) -> dict:
+def train_adversarial(gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log=None,
+                      scorer=None) -> dict:
     """The adversarial loop (any family registered with trainer="adversarial")."""
-    return _run_loop("adversarial", gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log)
+    return _run_loop("adversarial", gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute,
+                     log, scorer)
 
 
-def train_vae(gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log=None) -> dict:
+def train_vae(gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log=None,
+              scorer=None) -> dict:
     """The VAE loop (any family registered with trainer="vae")."""
-    return _run_loop("vae", gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log)
+    return _run_loop("vae", gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log,
+                     scorer)
 
 
 LOOPS = {"adversarial": train_adversarial, "vae": train_vae}
@@ -606,14 +685,45 @@ def train_generator(
     state_dir: str | Path,
     compute: dict,
     log: logging.Logger | None = None,
+    selection_images: np.ndarray | None = None,
+    feature_fn: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict:
     """Train generator ``gen_name`` (one entry of the config's ``generators:``) and write ``out_path``.
 
-    Returns the summary dict (steps, final losses, seconds, images/s). See the module docstring.
+    With ``model_selection`` in ``gen_cfg``, ``selection_images`` (the real validation images, uint8
+    NHWC at any size) and ``feature_fn`` (uint8 (B, H, W, 3) -> (B, D) features, the FID Inception
+    network in the pipeline) are required. They are ignored otherwise.
+
+    Returns the summary dict (steps, final losses, seconds, images/s, best step). See the module docstring.
     """
     seed_everything(int(gen_cfg.get("seed", 0)))
     parts = build_generator(gen_cfg, num_classes, name=gen_name)
-    return LOOPS[parts.trainer](gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute or {}, log)
+    scorer = selection_scorer(gen_name, gen_cfg, num_classes, selection_images, feature_fn)
+    return LOOPS[parts.trainer](gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute or {},
+                                log, scorer)
+
+
+def selection_scorer(gen_name: str, gen_cfg: dict, num_classes: int, real_images: np.ndarray | None,
+                     feature_fn: Callable | None) -> FIDScorer | None:
+    """The validation-FID scorer of ``model_selection``, or None when it is off.
+
+    At most ``n_images`` real images (a seeded subset) are resized to ``image_size`` as the training
+    images are (:func:`prepare_images`), so that real and generated images meet at the same resolution.
+    """
+    settings = selection_settings(gen_cfg, gen_name)
+    if settings is None:
+        return None
+    if real_images is None or feature_fn is None:
+        raise PipelineError(f"config key generators.{gen_name}.{SELECTION_KEY} needs the real validation images and a "
+                            "feature function (train_generator(..., selection_images=..., feature_fn=...))")
+    real_images = np.asarray(real_images)
+    if real_images.dtype != np.uint8 or real_images.ndim != 4 or real_images.shape[-1] != 3:
+        raise PipelineError(f"generator {gen_name!r}: validation images must be uint8 (N,H,W,3), got "
+                            f"{real_images.dtype} {real_images.shape}")
+    image_size = require(gen_cfg, "image_size", gen_name, int, minimum=8)
+    real = cap_images(real_images, settings["n_images"])
+    real = prepare_images(real, image_size, "cpu").permute(0, 2, 3, 1).numpy()
+    return FIDScorer(real, feature_fn, settings["n_images"], num_classes)
 
 
 def _read_checkpoint(path: Path) -> dict:
@@ -641,7 +751,8 @@ def load_discriminator(checkpoint_path: str | Path, device: str | torch.device =
     """Rebuild the discriminator saved with an adversarial family's generator, in eval mode.
 
     The networks are rebuilt through the family registry from the checkpoint's config, and the
-    final discriminator weights (``discriminator_state``) are loaded. ``forward(x, labels)``
+    saved discriminator weights (``discriminator_state``: the last step's, or with
+    ``model_selection`` the best step's, matching the generator) are loaded. ``forward(x, labels)``
     returns ``{"source": (B,), "class_logits": (B, K) or None}`` for images in [-1, 1] at the
     generator's ``image_size``.
     """

@@ -4,6 +4,7 @@ from .registry import (
     FamilySpec,
     available_families,
     build_generator,
+    families_with_class_head,
     get_family,
     register_family,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "FamilySpec",
     "available_families",
     "build_generator",
+    "families_with_class_head",
     "get_family",
     "register_family",
 ]

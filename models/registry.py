@@ -71,15 +71,18 @@ class FamilySpec:
     name: str
     builder: Callable[[dict, int, str], GANParts]
     trainer: str
+    class_head: bool = False
 
 
 _FAMILIES: dict[str, FamilySpec] = {}
 
 
-def register_family(name: str, trainer: str = "adversarial"):
+def register_family(name: str, trainer: str = "adversarial", class_head: bool = False):
     """Decorator registering ``builder(gen_cfg, num_classes, name) -> GANParts`` as family ``name``.
 
-    ``trainer`` names the training loop: ``"adversarial"`` or ``"vae"``.
+    ``trainer`` names the training loop: ``"adversarial"`` or ``"vae"``. ``class_head`` declares
+    that the family's discriminator returns class logits, so its head can select generated images
+    (``selection.selector: head``) and serve as a downstream classifier (``downstream.head_classifiers``).
     """
     if trainer not in TRAINERS:
         raise ValueError(f"family {name!r}: trainer must be one of {TRAINERS}, got {trainer!r}")
@@ -87,7 +90,7 @@ def register_family(name: str, trainer: str = "adversarial"):
     def decorate(builder):
         if name in _FAMILIES and _FAMILIES[name].builder is not builder:
             raise ValueError(f"generator family {name!r} is registered twice")
-        _FAMILIES[name] = FamilySpec(name=name, builder=builder, trainer=trainer)
+        _FAMILIES[name] = FamilySpec(name=name, builder=builder, trainer=trainer, class_head=class_head)
         return builder
 
     return decorate
@@ -95,6 +98,11 @@ def register_family(name: str, trainer: str = "adversarial"):
 
 def available_families() -> list[str]:
     return sorted(_FAMILIES)
+
+
+def families_with_class_head() -> list[str]:
+    """Families whose discriminator has a classification head."""
+    return sorted(n for n, spec in _FAMILIES.items() if spec.class_head)
 
 
 def get_family(family: str, gen_name: str = "<name>") -> FamilySpec:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,3 +32,18 @@ def real_patches(shared_patches_dir) -> np.ndarray:
     """The first 256 real PCam patches as uint8 (N, 96, 96, 3)."""
     ids = pd.read_csv(shared_patches_dir / "labels.csv")["id"].tolist()[:256]
     return np.stack([np.asarray(Image.open(shared_patches_dir / "images" / f"{i}.jpg").convert("RGB")) for i in ids])
+
+
+def alternating_labels(n: int) -> np.ndarray:
+    """Labels 0, 1, 0, 1, ... for the shared patches, which all belong to one class."""
+    return (np.arange(n) % 2).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for modules that train tiny networks: faster than two for them, and not
+    slowed down by other jobs competing for the cores. Use with ``pytestmark = pytest.mark.usefixtures``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from histaug.config import validate_config
+from histaug.config import downstream_runs, head_generator, selector_for, validate_config
 from histaug.utils import PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,14 @@ def test_shipped_configs_are_valid(paper):
     (lambda c: c["sampling"].update(bogus=1), r"sampling: .*'bogus'"),
     (lambda c: c["downstream"].update(archs=["resnet18"]), r"downstream\.archs\[0\]"),
     (lambda c: c["generators"]["cgan"].update(family="stylegan9"), r"generators\.cgan\.family='stylegan9'"),
-    (lambda c: c["downstream"].update(generators=["nope"]), r"downstream\.generators lists 'nope'"),
+    (lambda c: c["downstream"].update(trainsets=["real", "real+nope.selected"]), r"downstream\.trainsets lists 'real\+nope\.selected'.*'nope'"),
+    (lambda c: c["downstream"].update(trainsets=["real", "real+cgan.best"]), r"downstream\.trainsets\[1\]"),
+    (lambda c: c["downstream"].update(head_classifiers=[{"generator": "cgan", "trainsets": ["real"]}]),
+     r"head_classifiers\.cgan: family 'cgan' has no classification head"),
+    (lambda c: c["downstream"].update(head_classifiers=[{"generator": "ghost", "trainsets": ["real"]}]),
+     r"head_classifiers\.ghost: 'ghost' is not in run_generators"),
+    (lambda c: c["downstream"].update(head_classifiers=[{"generator": "hvitgan", "trainsets": ["real+nope"]}]),
+     r"head_classifiers\.hvitgan lists 'real\+nope'"),
     (lambda c: c.update(run_generators=["cgan", "ghost"]), r"run_generators lists 'ghost'"),
     (lambda c: c["selection"].update(selector="head"), r"selection\.selector='head'.*cgan"),
     (lambda c: c["selection"].update(selector_arch="densenet169") or c["downstream"].update(archs=["resnet34"]),
@@ -58,6 +65,35 @@ def test_mistakes_are_named(paper, mutate, message):
 def test_head_selector_accepted_for_generators_with_a_class_head(paper):
     paper["generators"] = {"hv": {"family": "hvitgan", "image_size": 32, "latent_dim": 64, "batch_size": 12, "steps": 10}}
     paper["run_generators"] = ["hv"]
-    paper["downstream"]["generators"] = ["hv"]
+    paper["downstream"]["trainsets"] = ["real", "real+hv.selected"]
+    paper["downstream"]["head_classifiers"] = [{"generator": "hv", "trainsets": ["real"]}]
+    paper["report"]["tsne"] = [{"samples": "hv.selected"}]
     paper["selection"]["selector"] = "head"
     validate_config(paper)
+
+
+def test_auto_selector_and_runs(paper):
+    """`auto` picks the generator's own head where its family has one (HViTGAN 2.3), the real-data classifier elsewhere;
+    the paper config lists Table 1's rows: 3 CNNs x 7 training sets, then the two Cls Head blocks."""
+    assert selector_for(paper, "hvitgan") == "head" and selector_for(paper, "medvitgan") == "head"
+    assert selector_for(paper, "cgan") == "baseline"
+    paper["selection"]["selector"] = "baseline"
+    assert selector_for(paper, "hvitgan") == "baseline"
+    runs = downstream_runs(paper)
+    assert len(runs) == 3 * 7 + 1 + 4
+    assert runs[:5] == [("resnet34", t) for t in ["real", "real+medvitgan", "real+hvitgan", "real+hvitgan_nocp.selected",
+                                                   "real+hvitgan.selected"]]
+    assert runs[21] == ("medvitgan_head", "real") and runs[-1] == ("hvitgan_head", "real+hvitgan.selected")
+    assert head_generator("hvitgan_nocp_head") == "hvitgan_nocp" and head_generator("resnet50_cbam") is None
+
+
+def test_paper_config_sizes(paper):
+    """The paper's stated sizes: a subset of 32,768 (its count, see the comment in config.yaml), 96 px, batch 12,
+    Adam(0, 0.99) at 1e-4, tau 0.7, lambda 0.6, five seeds; Fig. 3's loss scenarios are all defined."""
+    assert paper["subset"]["count"] == 32768
+    g = paper["generators"]
+    for name in ("hvitgan", "hvitgan_nocp", "medvitgan"):
+        assert (g[name]["image_size"], g[name]["batch_size"], g[name]["lr"], g[name]["betas"]) == (96, 12, 1e-4, [0.0, 0.99])
+    assert g["hvitgan"]["class_projection"] and not g["hvitgan_nocp"]["class_projection"]
+    assert {g[n]["weighing"] for n in paper["run_generators"] if g[n]["family"] == "hvitgan"} == {"hvitgan", "none", "all", "kendall"}
+    assert (paper["sampling"]["tau"], paper["selection"]["lambda"], len(paper["downstream"]["seeds"])) == (0.7, 0.6, 5)

@@ -14,6 +14,10 @@ from histaug.train_generator import load_generator, state_hash, train_generator
 from histaug.utils import PipelineError
 from models import GANParts, available_families, build_generator, register_family
 
+from conftest import alternating_labels  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 CPU = {"device": "cpu", "channels_last": False, "precision": {"generators": "fp32"}}
 
 
@@ -36,21 +40,10 @@ def cvae_cfg(**over) -> dict:
     return cfg
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """The networks here are tiny: one intra-op thread is faster than two and is not slowed down
-    by other jobs competing for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def patches(real_patches):
     """64 real patches with alternating labels (the shared folder holds one class only)."""
-    x = real_patches[:64]
-    return x, (np.arange(len(x)) % 2).astype(np.int64)
+    return real_patches[:64], alternating_labels(64)
 
 
 class ListHandler(logging.Handler):

@@ -23,6 +23,10 @@ from models import available_families, build_generator
 from models.diffaug import PAPER_POLICY, DiffAugment
 from models.hvitgan import DEMO_CONFIG, ConditionalLayerNorm, HViTGANObjective
 
+from conftest import alternating_labels  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 CPU = {"device": "cpu", "channels_last": False, "precision": {"generators": "fp32"}}
 
 
@@ -37,19 +41,10 @@ def family_cfg(family: str = "hvitgan", **over) -> dict:
     return cfg
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def patches(real_patches):
     """32 real patches with alternating labels (the shared folder holds one class only)."""
-    x = real_patches[:32]
-    return x, (np.arange(len(x)) % 2).astype(np.int64)
+    return real_patches[:32], alternating_labels(32)
 
 
 @pytest.fixture(scope="module")

@@ -40,15 +40,33 @@ def test_end_to_end_outputs(e2e_run):
     assert meta["label_source"] == "derived"  # the shared patches are all one class
     df = pd.read_csv(out / "tables/downstream.csv")
     assert {"arch", "variant", "seed", "accuracy", "auc", "sensitivity", "specificity"} <= set(df.columns)
-    assert set(df["arch"]) == {"resnet34", "resnet50_cbam", "densenet169"}
-    assert set(df["variant"]) == {"real", "real+cvae", "real+cvae.selected", "cvae"}
+    assert set(df["arch"]) == {"resnet34", "resnet50_cbam", "densenet169", "hvitgan_head"}
+    assert set(df["variant"]) == {"real", "real+cvae.selected", "cvae", "real+hvitgan.selected"}
+    assert set(df.loc[df["arch"] == "hvitgan_head", "variant"]) == {"real+hvitgan.selected"}
+    rows = pd.read_csv(out / "tables/downstream_summary.csv")["row"].tolist()
+    # Table 1 vocabulary; the Cls Head block comes after the three CNN blocks
+    assert rows[-1] == "HViTGAN Cls Head+Aug(CP+SA)" and "ResNet34+Aug(CP+SA)" in rows and "ResNet34+Aug(cVAE, SA)" in rows
+    # selector `auto`: HViTGAN's images are judged by its own class head, cVAE's by the real-data ResNet34
+    assert "selector: head" in (out / "logs/select/hvitgan.log").read_text()
+    assert "selector: baseline" in (out / "logs/select/cvae.log").read_text()
+    # SA off reads plain-latent samples, SA on the truncated + selected ones
+    for source in ("normal", "truncated", "selected"):
+        assert (out / f"samples/hvitgan/{source}.h5").exists()
+    # the HViTGAN checkpoint is the best step by validation FID
+    hist = pd.read_csv(out / "generators/hvitgan/history.csv")
+    assert hist["fid_valid"].notna().sum() == 2
     assert df[["accuracy", "auc", "sensitivity", "specificity"]].apply(lambda c: c.between(0, 1)).all().all()
     gen = pd.read_csv(out / "tables/generation.csv")
-    assert set(gen["generator"]) == {"cgan", "cvae"}
+    assert set(gen["generator"]) == {"cgan", "cvae", "hvitgan"}
     for f in ["tables/downstream_summary.md", "tables/downstream_summary.tex", "report.md"]:
         assert (out / f).stat().st_size > 0
     assert "nuclear density" in (out / "report.md").read_text()
     assert list((out / "figures").glob("*.png"))
+    # Fig. 3 t-SNE panels (report.tsne in tests/e2e.yaml): figure, one score row per panel, report section
+    assert (out / "figures/tsne_loss_scenarios.png").stat().st_size > 0
+    assert pd.read_csv(out / "tables/tsne_scores.csv")["samples"].tolist() == ["cvae", "hvitgan.selected"]
+    assert len(pd.read_csv(out / "tables/tsne_coordinates.csv")) > 0
+    assert "## Loss scenarios (t-SNE)" in (out / "report.md").read_text()
     subset = pd.read_csv(out / "data/train_subset.csv")
     labels = pd.read_csv(out / "data/labels.csv")
     assert len(subset) == round(0.15 * (labels["split"] == "train").sum())

@@ -24,6 +24,7 @@ from histaug.report import (
     pretty_arch,
     row_label,
     summarize_downstream,
+    variant_label,
     to_latex_table,
     to_markdown_table,
     write_report,
@@ -42,6 +43,9 @@ def variants_for(generators):
     for g in generators:
         out += [f"real+{g}", f"real+{g}.selected", g]
     return out
+
+
+TRAINSETS = variants_for(GENERATORS)
 
 
 def _metrics_record(arch, variant, seed, rng):
@@ -117,9 +121,9 @@ def sample_files(tmp_path):
         folder = tmp_path / "samples" / gen
         x = rng.integers(0, 256, (20, 96, 96, 3), dtype=np.uint8)
         y = np.array([0, 1] * 10)
-        write_images(folder / "all.h5", x, y)
+        write_images(folder / "normal.h5", x, y)
         write_images(folder / "selected.h5", x[:7], y[:7], confidence=rng.uniform(0.6, 1, 7))
-        out[gen] = {"all": folder / "all.h5", "selected": folder / "selected.h5"}
+        out[gen] = {"generated": folder / "normal.h5", "selected": folder / "selected.h5"}
     return out
 
 
@@ -143,8 +147,20 @@ def test_names():
     assert parse_variant("real+cgan") == ("augmented", "cgan")
     assert parse_variant("real+my_gan.selected") == ("selected", "my_gan")
     assert parse_variant("cvae") == ("synthetic", "cvae")
-    assert row_label("resnet34", "selected", "cgan", "real+cgan.selected") == "ResNet34+Aug(cgan, selected)"
-    assert row_label("densenet169", "synthetic", "cgan", "cgan") == "DenseNet169 trained on cgan only"
+    assert parse_variant("real+cgan.truncated") == ("truncated", "cgan")
+    assert row_label("resnet34", "real+cgan.selected") == "ResNet34+Aug(cgan, SA)"
+    assert row_label("resnet34", "real+cgan.truncated") == "ResNet34+Aug(cgan, truncated)"
+    assert row_label("densenet169", "cgan") == "DenseNet169 trained on cgan only"
+    # Table 1 vocabulary: generator labels and training-set labels from the config
+    gl, tl = {"hvitgan": "HViTGAN", "medvitgan": "MedViTGAN"}, {"real+hvitgan.selected": "CP+SA"}
+    assert row_label("resnet34", "real+medvitgan", gl, tl) == "ResNet34+Aug(MedViTGAN)"
+    assert row_label("resnet50_cbam", "real+hvitgan.selected", gl, tl) == "ResNet50-CBAM+Aug(CP+SA)"
+    assert row_label("hvitgan_head", "real", gl, tl) == "HViTGAN Cls Head"
+    assert row_label("hvitgan_head", "real+hvitgan.selected", gl, tl) == "HViTGAN Cls Head+Aug(CP+SA)"
+    assert row_label("medvitgan_head", "real") == "medvitgan Cls Head"
+    assert variant_label("real+hvitgan.selected", gl, tl) == "+Aug(CP+SA)"
+    assert variant_label("real+hvitgan", gl, tl) == "+Aug(HViTGAN)"
+    assert variant_label("cgan.selected") == "cgan, SA only"
     assert format_mean_std(0.8814, 0.0791) == "0.881 ± 0.079"
     assert format_mean_std(0.8814, float("nan")) == "0.881 ± –"
 
@@ -170,7 +186,7 @@ def test_collect_downstream_rejects_incomplete_file(tmp_path):
 
 def test_summary_matches_numpy(runs):
     df = collect_downstream(runs["metrics"])
-    summary = summarize_downstream(df, ARCHS, GENERATORS)
+    summary = summarize_downstream(df, ARCHS, TRAINSETS)
     assert len(summary) == len(ARCHS) * len(variants_for(GENERATORS)) + 1
     for _, row in summary.iterrows():
         group = df[(df["arch"] == row["arch"]) & (df["variant"] == row["variant"])]
@@ -187,17 +203,21 @@ def test_summary_matches_numpy(runs):
 
 
 def test_row_names_and_order(runs):
-    summary = summarize_downstream(collect_downstream(runs["metrics"]), ARCHS, GENERATORS)
+    summary = summarize_downstream(collect_downstream(runs["metrics"]), ARCHS, TRAINSETS)
     expected = []
     for name in ("ResNet34", "DenseNet169"):
         expected.append(name)
         for g in GENERATORS:
-            expected += [f"{name}+Aug({g})", f"{name}+Aug({g}, selected)", f"{name} trained on {g} only"]
-    expected.append("HViTGAN-Head")  # not in the configured order: appended after the configured archs
+            expected += [f"{name}+Aug({g})", f"{name}+Aug({g}, SA)", f"{name} trained on {g} only"]
+    expected.append("hvitgan Cls Head")  # not in the configured order: appended after the configured archs
     assert summary["row"].tolist() == expected
 
-    reversed_gens = summarize_downstream(collect_downstream(runs["metrics"]), ARCHS, ["cvae", "cgan"])
-    assert reversed_gens["row"].tolist()[:3] == ["ResNet34", "ResNet34+Aug(cvae)", "ResNet34+Aug(cvae, selected)"]
+    # rows follow the configured training-set order; unlisted sets come after, by kind then name
+    order = ["real", "real+cvae.selected", "real+cgan"]
+    custom = summarize_downstream(collect_downstream(runs["metrics"]), ARCHS, order)
+    assert custom["row"].tolist()[:7] == ["ResNet34", "ResNet34+Aug(cvae, SA)", "ResNet34+Aug(cgan)", "ResNet34+Aug(cvae)",
+                                          "ResNet34+Aug(cgan, SA)", "ResNet34 trained on cgan only",
+                                          "ResNet34 trained on cvae only"]
 
 
 def _table_rows(markdown: str) -> list[list[str]]:
@@ -206,7 +226,7 @@ def _table_rows(markdown: str) -> list[list[str]]:
 
 
 def test_markdown_table(runs):
-    summary = summarize_downstream(collect_downstream(runs["metrics"]), ARCHS, GENERATORS)
+    summary = summarize_downstream(collect_downstream(runs["metrics"]), ARCHS, TRAINSETS)
     md = to_markdown_table(summary)
     lines = md.strip().splitlines()
     assert len(lines) == 2 + len(summary)
@@ -228,8 +248,7 @@ def test_markdown_table(runs):
 
 def test_latex_table(runs):
     df = collect_downstream(runs["metrics"])
-    df.loc[df["variant"] == "real+cgan", "generator"] = "my_gan"
-    summary = summarize_downstream(df, ARCHS, GENERATORS)
+    summary = summarize_downstream(df, ARCHS, TRAINSETS, generator_labels={"cgan": "my_gan"})
     tex = to_latex_table(summary, caption="Results", label="tab:x")
     for token in (r"\begin{table}", r"\toprule", r"\bottomrule", r"\end{tabular}", r"\label{tab:x}", r"\caption{Results}"):
         assert token in tex
@@ -274,7 +293,7 @@ def test_generation_table(generation_files):
 
 
 def test_sample_grid_native_size(sample_files, tmp_path):
-    out = plot_sample_grid(sample_files["cgan"]["all"], tmp_path / "grid.png", per_class=4,
+    out = plot_sample_grid(sample_files["cgan"]["generated"], tmp_path / "grid.png", per_class=4,
                            class_names=["low density", "high density"], title="cgan samples")
     width, height = _is_png(out)
     assert width >= 4 * 96 and height >= 2 * 96
@@ -293,7 +312,7 @@ def test_roc_and_bars(runs, tmp_path):
     assert len(grouped["resnet34"]["real+cgan.selected"]) == len(SEEDS)
     width, height = _is_png(plot_roc_curves(grouped, tmp_path / "roc.png", "ROC"))
     assert width > height  # three panels side by side
-    summary = summarize_downstream(collect_downstream(runs["metrics"]), ARCHS, GENERATORS)
+    summary = summarize_downstream(collect_downstream(runs["metrics"]), ARCHS, TRAINSETS)
     _is_png(plot_metric_bars(summary, tmp_path / "bars.png"))
 
 
@@ -312,6 +331,9 @@ def test_write_report(runs, generation_files, sample_files, tmp_path):
         "config_name": "demo",
         "architectures": ARCHS,
         "seeds": SEEDS,
+        "trainsets": TRAINSETS,
+        "generator_labels": {"hvitgan": "HViTGAN"},
+        "trainset_labels": {"real+cvae.selected": "CP+SA"},
     }
     out_dir = tmp_path / "report"
     written = write_report(out_dir, runs["metrics"], runs["predictions"], generation_files, sample_files, context,
@@ -338,10 +360,33 @@ def test_write_report(runs, generation_files, sample_files, tmp_path):
             "figures/selected_cvae.png", "tables/downstream_summary.tex"} <= set(links)
     for link in links:
         assert (out_dir / link).exists(), link
-    assert "ResNet34+Aug(cgan, selected)" in report
+    assert "ResNet34+Aug(cgan, SA)" in report and "ResNet34+Aug(CP+SA)" in report
+    assert "`+Aug(CP+SA)` = training set `real+cvae.selected`" in report  # configured labels are explained
     assert "n/a: Inception weights not found" in report
-    assert "- 1 of 3 seeds: HViTGAN-Head" in report  # fewer seeds than configured are called out
+    assert "- 1 of 3 seeds: HViTGAN Cls Head" in report  # fewer seeds than configured are called out
 
     summary_csv = pd.read_csv(out_dir / "tables" / "downstream_summary.csv")
     assert summary_csv["row"].tolist()[0] == "ResNet34"
     assert len(pd.read_csv(out_dir / "tables" / "downstream.csv")) == len(runs["metrics"])
+
+
+def test_write_report_with_tsne_section(runs, generation_files, sample_files, tmp_path):
+    from histaug.embedding import parse_panels, write_tsne
+
+    out_dir = tmp_path / "report"
+    panels = parse_panels([{"samples": "cgan", "label": "(a) cGAN"}, {"samples": "cvae.selected", "label": "(b) cVAE, SA"}])
+    files = {k: out_dir / rel for k, rel in (("figure", "figures/tsne_loss_scenarios.png"), ("scores", "tables/tsne_scores.csv"),
+                                             ("coordinates", "tables/tsne_coordinates.csv"))}
+    flat = lambda x: x.reshape(len(x), -1)[:, ::97].astype(float)  # noqa: E731
+    write_tsne(panels, [sample_files["cgan"]["generated"], sample_files["cvae"]["selected"]], flat, ["neg", "pos"],
+               {"points_per_panel": 20}, files["figure"], files["scores"], files["coordinates"])
+    context = {"class_names": ["neg", "pos"], "architectures": ARCHS, "seeds": SEEDS, "trainsets": TRAINSETS}
+    write_report(out_dir, runs["metrics"], runs["predictions"], generation_files, sample_files, context, per_class=2,
+                 tsne=files)
+    report = (out_dir / "report.md").read_text()
+    assert "## Loss scenarios (t-SNE)" in report and report.index("## Loss scenarios") < report.index("## How to read")
+    assert "| (a) cGAN | `cgan` | 20 of 20 |" in report and "(b) cVAE, SA" in report
+    links = re.findall(r"\]\(([^)]+)\)", report)
+    assert {"figures/tsne_loss_scenarios.png", "tables/tsne_scores.csv", "tables/tsne_coordinates.csv"} <= set(links)
+    for link in links:
+        assert (out_dir / link).exists(), link

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from histaug.io import write_images
-from histaug.trainsets import parse_variant, training_set
+from histaug.trainsets import parse_trainset, parse_variant, training_set
 from histaug.utils import PipelineError
 
 LOG = logging.getLogger("test")
@@ -16,6 +16,24 @@ def test_parse_variant():
     assert parse_variant("real+cgan") == ("augmented", "cgan")
     assert parse_variant("real+cgan.selected") == ("selected", "cgan")
     assert parse_variant("cvae") == ("synthetic", "cvae")
+    assert parse_variant("real+hvitgan_nocp.truncated") == ("truncated", "hvitgan_nocp")
+    assert parse_variant("cvae.selected") == ("synthetic", "cvae")
+
+
+def test_trainset_files():
+    """SA off reads plain-latent samples, SA on the selected ones, truncation alone the truncated ones."""
+    assert parse_trainset("real").samples_file("R") is None
+    assert parse_trainset("real+hvitgan").samples_file("R") == "R/samples/hvitgan/normal.h5"
+    assert parse_trainset("real+hvitgan.selected").samples_file("R") == "R/samples/hvitgan/selected.h5"
+    assert parse_trainset("real+hvitgan.truncated").samples_file("R") == "R/samples/hvitgan/truncated.h5"
+    ts = parse_trainset("cgan.selected")
+    assert (ts.with_real, ts.generator, ts.source, ts.kind) == (False, "cgan", "selected", "synthetic")
+
+
+@pytest.mark.parametrize("bad", ["Real", "real+", "real+cgan.all", "real+CGAN", "cgan.selected.x", "real+a+b", "", "real.selected"])
+def test_bad_trainset_names_are_named(bad):
+    with pytest.raises(PipelineError, match="downstream.trainsets"):
+        parse_trainset(bad)
 
 
 def test_training_sets(tmp_path, real_patches):

@@ -3,11 +3,15 @@
 
 
 def synthetic_input(wildcards):
-    v = wildcards.variant
-    if v == "real":
-        return []
-    gen = v.removeprefix("real+").removesuffix(".selected")
-    return [f"{R}/samples/{gen}/{'selected' if v.endswith('.selected') else 'all'}.h5"]
+    """The generated-image file of the training set (none for `real`); see histaug/trainsets.py."""
+    path = parse_trainset(wildcards.variant).samples_file(R)
+    return [path] if path else []
+
+
+def head_input(wildcards):
+    """For `<gen>_head`: the GAN checkpoint whose discriminator (with its class head) is fine-tuned."""
+    gen = head_generator(wildcards.arch)
+    return [f"{R}/generators/{gen}/checkpoint.pt"] if gen else []
 
 
 rule train_classifier:
@@ -16,6 +20,7 @@ rule train_classifier:
         valid=f"{R}/data/valid.h5",
         test=f"{R}/data/test.h5",
         synthetic=synthetic_input,
+        head=head_input,
     output:
         metrics=f"{R}/downstream/{{arch}}/{{variant}}/seed{{seed}}/metrics.json",
         predictions=f"{R}/downstream/{{arch}}/{{variant}}/seed{{seed}}/predictions.csv",

@@ -42,7 +42,7 @@ rule real_features:
 
 rule evaluate_generator:
     input:
-        samples=f"{R}/samples/{{gen}}/all.h5",
+        samples=f"{R}/samples/{{gen}}/normal.h5",
         selected=f"{R}/samples/{{gen}}/selected.h5",
         inception=f"{R}/metrics/inception.json",
         classifier=f"{R}/downstream/{FS['arch']}/real/seed{FS['seed']}/model.pt",

@@ -1,4 +1,4 @@
-# Stage 2-3, generators and sampling: train -> sample (truncated latents) -> select (confidence >= lambda).
+# Stage 2-3, generators and sampling: train -> sample (normal and truncated latents) -> select (truncated, confidence >= lambda).
 
 DATA_INPUTS = dict(
     train=f"{R}/data/train.h5",
@@ -8,8 +8,17 @@ DATA_INPUTS = dict(
 )
 
 
+def model_selection_inputs(wildcards):
+    """generators.<gen>.model_selection picks the best step by FID against the validation split
+    (Inception weights from the rule inception_weights); without it the rule keeps its data inputs."""
+    if not config["generators"][wildcards.gen].get("model_selection"):
+        return {}
+    return {"valid": f"{R}/data/valid.h5", "inception": f"{R}/metrics/inception.json"}
+
+
 rule train_generator:
     input:
+        unpack(model_selection_inputs),
         **DATA_INPUTS,
     output:
         checkpoint=f"{R}/generators/{{gen}}/checkpoint.pt",
@@ -31,41 +40,45 @@ rule train_generator:
 
 
 rule sample:
+    """`normal`: plain normal latents (what the generator learned; FID, SA off); `truncated`: latents
+    truncated at sampling.tau (the first half of selective augmentation)."""
     input:
         checkpoint=f"{R}/generators/{{gen}}/checkpoint.pt",
         labels_meta=f"{R}/data/labels.json",
         subset=f"{R}/data/train_subset.csv",
     output:
-        f"{R}/samples/{{gen}}/all.h5",
+        f"{R}/samples/{{gen}}/{{source}}.h5",
     params:
         sampling=config["sampling"],
+        tau=lambda wc: float(config["sampling"]["tau"]) if wc.source == "truncated" else -1.0,
         compute=config["compute"],
     threads: THREADS
     priority: 10
     log:
-        f"{R}/logs/sample/{{gen}}.log",
+        f"{R}/logs/sample/{{gen}}_{{source}}.log",
     benchmark:
-        f"{R}/benchmarks/sample/{{gen}}.tsv"
+        f"{R}/benchmarks/sample/{{gen}}_{{source}}.tsv"
     script:
         "../scripts/sample.py"
 
 
 def selector_input(wildcards):
     """`baseline`: the real-data classifier; `head`: the generator's own classification head."""
-    if config["selection"]["selector"] == "head":
+    if selector_for(config, wildcards.gen) == "head":
         return f"{R}/generators/{wildcards.gen}/checkpoint.pt"
     return f"{R}/downstream/{SEL_ARCH}/real/seed{SEL_SEED}/model.pt"
 
 
 rule select:
     input:
-        samples=f"{R}/samples/{{gen}}/all.h5",
+        samples=f"{R}/samples/{{gen}}/truncated.h5",
         selector=selector_input,
     output:
         selected=f"{R}/samples/{{gen}}/selected.h5",
         table=f"{R}/samples/{{gen}}/selection.csv",
     params:
         selection=config["selection"],
+        selector=lambda wc: selector_for(config, wc.gen),
         compute=config["compute"],
     threads: THREADS
     priority: 10

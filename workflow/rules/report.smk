@@ -1,6 +1,18 @@
 # Stage 6, report: tables shaped like HViTGAN's Table 1, generation table, figures, report.md.
 
-DOWNSTREAM_RUNS = expand(f"{R}/downstream/{{arch}}/{{variant}}/seed{{seed}}", arch=DS["archs"], variant=VARIANTS, seed=DS["seeds"])
+DOWNSTREAM_RUNS = [f"{R}/downstream/{arch}/{trainset}/seed{seed}" for arch, trainset in RUNS for seed in DS["seeds"]]
+
+from histaug.embedding import parse_panels, tsne_settings
+
+# HViTGAN Fig. 3: t-SNE panels of generated image sets (report.tsne); no panels = no rule, no figure.
+TSNE_PANELS = parse_panels(config["report"].get("tsne"), GENERATORS)
+TSNE_SETTINGS = tsne_settings(config["report"].get("tsne_settings"))
+TSNE_OUTPUTS = dict(
+    figure=f"{R}/figures/tsne_loss_scenarios.png",
+    scores=f"{R}/tables/tsne_scores.csv",
+    scores_md=f"{R}/tables/tsne_scores.md",
+    coordinates=f"{R}/tables/tsne_coordinates.csv",
+) if TSNE_PANELS else {}
 
 
 rule report:
@@ -8,11 +20,12 @@ rule report:
         metrics=[f"{d}/metrics.json" for d in DOWNSTREAM_RUNS],
         predictions=[f"{d}/predictions.csv" for d in DOWNSTREAM_RUNS],
         generation=expand(f"{R}/metrics/{{gen}}/generation.json", gen=GENERATORS),
-        samples=expand(f"{R}/samples/{{gen}}/all.h5", gen=GENERATORS),
+        samples=expand(f"{R}/samples/{{gen}}/normal.h5", gen=GENERATORS),
         selected=expand(f"{R}/samples/{{gen}}/selected.h5", gen=GENERATORS),
         labels_meta=f"{R}/data/labels.json",
         labels=f"{R}/data/labels.csv",
         subset=f"{R}/data/train_subset.csv",
+        **{f"tsne_{k}": v for k, v in TSNE_OUTPUTS.items()},
     output:
         report=f"{R}/report.md",
         downstream=f"{R}/tables/downstream.csv",
@@ -21,6 +34,8 @@ rule report:
         generation=f"{R}/tables/generation.csv",
     params:
         generators=GENERATORS,
+        archs=ARCHS,
+        selectors={g: selector_for(config, g) for g in GENERATORS},
         config=config,
     log:
         f"{R}/logs/report.log",
@@ -28,3 +43,29 @@ rule report:
         f"{R}/benchmarks/report.tsv"
     script:
         "../scripts/report.py"
+
+
+if TSNE_PANELS:
+
+    rule tsne:
+        """One t-SNE per panel of report.tsne (or one joint map), points coloured by intended class, and a
+        separation score per panel computed in feature space (histaug/embedding.py)."""
+        input:
+            samples=[p.samples_file(R) for p in TSNE_PANELS],
+            labels_meta=f"{R}/data/labels.json",
+            features=(f"{R}/downstream/{FS['arch']}/real/seed{FS['seed']}/model.pt"
+                      if TSNE_SETTINGS["features"] == "classifier" else f"{R}/metrics/inception.json"),
+        output:
+            **TSNE_OUTPUTS,
+        params:
+            panels=[{"samples": p.samples, "label": p.label} for p in TSNE_PANELS],
+            settings=TSNE_SETTINGS,
+            compute=config["compute"],
+            batch_size=EV.get("batch_size", 64),
+        threads: THREADS
+        log:
+            f"{R}/logs/tsne.log",
+        benchmark:
+            f"{R}/benchmarks/tsne.tsv"
+        script:
+            "../scripts/tsne.py"

@@ -18,16 +18,22 @@ def main(smk, log):
         "dataset": cfg.get("data_dir") or ("PCam sample: " + str(cfg["pcam"]["sample"]) if cfg["pcam"].get("sample") else "PCam"),
         "n_train_subset": len(pd.read_csv(smk.input.subset)), "n_train": counts.get("train", 0),
         "n_valid": counts.get("valid", 0), "n_test": counts.get("test", 0),
-        "architectures": cfg["downstream"]["archs"], "seeds": cfg["downstream"]["seeds"],
+        "architectures": list(smk.params.archs), "trainsets": list(cfg["downstream"]["trainsets"]),
+        "seeds": cfg["downstream"]["seeds"],
+        "generator_labels": {g: c["label"] for g, c in cfg["generators"].items() if c.get("label")},
+        "trainset_labels": dict(cfg["report"].get("trainset_labels") or {}),
         "config_name": cfg["results_dir"], "generators": list(smk.params.generators),
         "grid_per_class": cfg["report"].get("grid_per_class", 8),
         "tau": cfg["sampling"]["tau"], "lambda": cfg["selection"]["lambda"],
-        "selector": f"{cfg['selection']['selector']} ({cfg['selection'].get('selector_arch')}, seed {cfg['selection'].get('selector_seed')})",
+        "selector": ", ".join(f"{g}: {k}" for g, k in smk.params.selectors.items())
+        + f" (baseline = {cfg['selection'].get('selector_arch')}, seed {cfg['selection'].get('selector_seed')})",
         "downstream_epochs": cfg["downstream"]["epochs"], "downstream_image_size": cfg["downstream"]["image_size"],
     }
-    samples = {g: {"all": a, "selected": s} for g, a, s in zip(smk.params.generators, smk.input.samples, smk.input.selected)}
+    samples = {g: {"generated": a, "selected": s} for g, a, s in zip(smk.params.generators, smk.input.samples, smk.input.selected)}
+    # rule tsne's files, present when report.tsne lists panels
+    tsne = {k: getattr(smk.input, f"tsne_{k}") for k in ("figure", "scores", "coordinates")} if hasattr(smk.input, "tsne_figure") else None
     write_report(Path(smk.output.report).parent, list(smk.input.metrics), list(smk.input.predictions),
-                 list(smk.input.generation), samples, context)
+                 list(smk.input.generation), samples, context, tsne=tsne)
 
 
 run_rule(snakemake, main)  # noqa: F821

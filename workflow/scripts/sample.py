@@ -1,4 +1,4 @@
-"""Rule sample: per-class images from a trained generator with truncated-normal latents."""
+"""Rule sample: per-class images from a trained generator, plain normal (`normal`) or truncated (`truncated`) latents."""
 import pandas as pd
 
 from histaug.io import write_images
@@ -15,9 +15,11 @@ def main(smk, log):
     num_classes = read_json(smk.input.labels_meta)["num_classes"]
     subset_labels = pd.read_csv(smk.input.subset)["label"].to_numpy()
     per_class = n_per_class_from_config(cfg["n_per_class"], subset_labels, num_classes)
-    x, y = generate(net, per_class, float(cfg["tau"]), int(cfg["seed"]), int(cfg.get("batch_size", 256)), device)
-    write_images(smk.output[0], x, y, attrs={"tau": float(cfg["tau"]), "seed": int(cfg["seed"])})
-    log.info("generated %d images per class %s at %dpx (tau=%s)", len(x), per_class, x.shape[1], cfg["tau"])
+    tau = float(smk.params.tau)
+    x, y = generate(net, per_class, tau, int(cfg["seed"]), int(cfg.get("batch_size", 256)), device)
+    write_images(smk.output[0], x, y, attrs={"tau": tau, "seed": int(cfg["seed"])})
+    log.info("generated %d images per class %s at %dpx (%s latents, tau=%s)", len(x), per_class, x.shape[1],
+             smk.wildcards.source, tau)
 
 
 run_rule(snakemake, main)  # noqa: F821

@@ -1,4 +1,4 @@
-"""Rule select: selective augmentation, keep images whose intended-class confidence >= lambda."""
+"""Rule select: selective augmentation, keep truncated-latent images whose intended-class confidence >= lambda."""
 import pandas as pd
 
 from histaug.io import read_images, write_images
@@ -11,7 +11,8 @@ from histaug.utils import write_csv
 def main(smk, log):
     lam = float(smk.params.selection["lambda"])
     x, y = read_images(smk.input.samples)
-    selector = load_selector(smk.params.selection["selector"], smk.input.selector, smk.params.compute)
+    selector = load_selector(smk.params.selector, smk.input.selector, smk.params.compute)
+    log.info("selector: %s (%s)", smk.params.selector, smk.input.selector)
     proba = selector(x)
     keep, conf = select(proba, y, lam)
     write_csv(pd.DataFrame({"index": range(len(y)), "label": y, "confidence": conf, "kept": keep}), smk.output.table)

@@ -1,8 +1,8 @@
-"""Rule train_classifier: one (architecture, training set, seed) run; metrics on the real test split."""
+"""Rule train_classifier: one (architecture or GAN class head, training set, seed) run; metrics on the real test split."""
 import numpy as np
 import pandas as pd
 
-from histaug.classify import load_classifier, predict_proba, train_classifier
+from histaug.classify import head_source, load_classifier, predict_proba, train_classifier
 from histaug.labels import load_labelled
 from histaug.trainsets import training_set
 from histaug.metrics import binary_metrics
@@ -21,7 +21,10 @@ def main(smk, log):
              arch, variant, seed, len(x), n_syn, len(xv), len(xt))
     cfg = dict(smk.params.downstream)
     compute = dict(smk.params.compute)
-    summary = train_classifier(arch, x, y, xv, yv, cfg, compute, seed, out_dir, log=log)
+    head = head_source(smk.input.head[0]) if smk.input.head else None
+    if head is not None:
+        log.info("%s: fine-tuning the class head of %s (discriminator from %s)", arch, head["generator"], smk.input.head[0])
+    summary = train_classifier(arch, x, y, xv, yv, cfg, compute, seed, out_dir, log=log, head=head)
     model, meta = load_classifier(smk.output.model, device=get_device(compute["device"]))
     prob = predict_proba(model, meta, xt, compute=compute)[:, 1]
     metrics = binary_metrics(yt, prob)

