@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = json.loads(lines[-1][len("RESULT "):])
                 r["other_cpu_cores"] = others
                 results.append(r)
-                print(f"{arch:<14} {size:>4} {mode:<19} {r['img_per_s']:>8.1f} {r['step_ms_median']:>9.0f} "
+                print(f"{arch:<14} {r['image_size']:>4} {mode:<19} {r['img_per_s']:>8.1f} {r['step_ms_median']:>9.0f} "
                       f"{r['peak_rss_mb']:>12.0f} {r['rss_after_build_mb']:>12.0f} {others:>7.2f}", flush=True)
     load_after = os.getloadavg()
     print(f"# loadavg after={tuple(round(v, 2) for v in load_after)}. 'others' = CPU cores used by other processes "

@@ -397,7 +397,9 @@ def collect_generation(files: Iterable[str | Path], generator_order: Sequence[st
     """One row per generator's ``generation.json``.
 
     Display columns: generator, family, FID, KID (``mean ± std``), feature_FID, feature_KID,
-    n_generated, n_selected, selection_rate (fraction), inception_status. Where the Inception
+    n_generated, n_selected, selection_rate (fraction), checkpoint (the training step the
+    checkpoint holds, "300 of 300 (best valid FID 409.9)" with model selection), selector
+    (head | baseline), inception_status. Where the Inception
     metrics are unavailable, FID and KID read ``n/a: <reason>``. Raw numbers (fid, kid_mean, kid_std,
     feature_fid, feature_kid_mean, feature_kid_std) and the settings (lambda, tau, real_split,
     feature_space) follow. Rows follow `generator_order`, then file order.
@@ -418,6 +420,10 @@ def collect_generation(files: Iterable[str | Path], generator_order: Sequence[st
         fkid_mean, fkid_std = _float(rec.get("feature_kid_mean")), _float(rec.get("feature_kid_std"))
         status = rec.get("inception_status") or ("ok" if math.isfinite(fid) else "n/a")
         n_generated, n_selected = _clean(rec.get("n_generated")), _clean(rec.get("n_selected"))
+        step, steps, best_fid = _clean(rec.get("step")), _clean(rec.get("steps")), _clean(rec.get("best_fid_valid"))
+        checkpoint = "" if step is None else f"{int(step)}" + (f" of {int(steps)}" if steps is not None else "")
+        if checkpoint and best_fid is not None:
+            checkpoint += f" (best valid FID {best_fid:.1f})"
         rate = n_selected / n_generated if n_generated and n_selected is not None else float("nan")
         records.append({
             "generator": rec["generator"],
@@ -429,6 +435,8 @@ def collect_generation(files: Iterable[str | Path], generator_order: Sequence[st
             "n_generated": n_generated,
             "n_selected": n_selected,
             "selection_rate": rate,
+            "checkpoint": checkpoint,
+            "selector": rec.get("selector") or "",
             "inception_status": status,
             "fid": fid,
             "kid_mean": kid_mean,
@@ -442,7 +450,7 @@ def collect_generation(files: Iterable[str | Path], generator_order: Sequence[st
             "feature_space": rec.get("feature_space"),
         })
     columns = ["generator", "family", "FID", "KID", "feature_FID", "feature_KID", "n_generated", "n_selected",
-               "selection_rate", "inception_status", "fid", "kid_mean", "kid_std", "feature_fid",
+               "selection_rate", "checkpoint", "selector", "inception_status", "fid", "kid_mean", "kid_std", "feature_fid",
                "feature_kid_mean", "feature_kid_std", "lambda", "tau", "real_split", "feature_space"]
     df = pd.DataFrame.from_records(records, columns=columns)
     if generator_order:
@@ -457,8 +465,8 @@ def generation_to_markdown(generation: pd.DataFrame) -> str:
     if generation.empty:
         return "_No generators in this run._\n"
     headers = ["Generator", "Family", "FID ↓", "KID ↓", "Feature FID ↓", "Feature KID ↓",
-               "Generated", "Selected", "Selection rate"]
-    align = ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]
+               "Generated", "Selected", "Selection rate", "Selector", "Checkpoint step"]
+    align = ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---", "---:"]
     rows = []
     for _, row in generation.iterrows():
         rate = row["selection_rate"]
@@ -473,6 +481,8 @@ def generation_to_markdown(generation: pd.DataFrame) -> str:
             "" if _clean(row["n_generated"]) is None else int(row["n_generated"]),
             "" if _clean(row["n_selected"]) is None else int(row["n_selected"]),
             f"{100 * rate:.1f}%" if math.isfinite(_float(rate)) else "n/a",
+            row.get("selector") or "",
+            row.get("checkpoint") or "",
         ])
     return _markdown_grid(headers, rows, align)
 

@@ -737,6 +737,18 @@ def _read_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def checkpoint_step(checkpoint_path: str | Path) -> dict:
+    """Which training step a final checkpoint holds: {"step", "steps", "best_fid_valid"}.
+
+    ``step`` is the best step by validation FID when the generator had ``model_selection``, else
+    the last one; ``steps`` is the configured number of steps. Reads no weights into memory.
+    """
+    ckpt = torch.load(Path(checkpoint_path), map_location="cpu", weights_only=True, mmap=True)
+    summary = ckpt.get("summary") or {}
+    return {"step": ckpt.get("step"), "steps": summary.get("steps", ckpt.get("step")),
+            "best_fid_valid": ckpt.get("best_fid_valid")}
+
+
 def load_generator(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the generator saved by :func:`train_generator` (EMA weights when EMA was on), in eval mode."""
     path = Path(checkpoint_path)

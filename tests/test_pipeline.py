@@ -58,6 +58,11 @@ def test_end_to_end_outputs(e2e_run):
     assert df[["accuracy", "auc", "sensitivity", "specificity"]].apply(lambda c: c.between(0, 1)).all().all()
     gen = pd.read_csv(out / "tables/generation.csv")
     assert set(gen["generator"]) == {"cgan", "cvae", "hvitgan"}
+    by_gen = gen.set_index("generator")
+    best = int(hist.loc[hist["fid_valid"].idxmin(), "step"])
+    assert by_gen.loc["hvitgan", "checkpoint"].startswith(f"{best} of 6 (best valid FID")
+    assert by_gen.loc["cvae", "checkpoint"] == "12 of 12"
+    assert (by_gen.loc["hvitgan", "selector"], by_gen.loc["cvae", "selector"]) == ("head", "baseline")
     for f in ["tables/downstream_summary.md", "tables/downstream_summary.tex", "report.md"]:
         assert (out / f).stat().st_size > 0
     assert "nuclear density" in (out / "report.md").read_text()

@@ -100,6 +100,7 @@ def runs(tmp_path):
 def generation_files(tmp_path):
     base = {"lambda": 0.6, "tau": 0.7, "real_split": "test", "feature_space": "resnet34 real-data classifier (seed 0)"}
     ok = dict(base, generator="cgan", family="cgan", n_generated=400, n_selected=300, fid=87.654, kid_mean=0.05123,
+              selector="head", step=200, steps=300, best_fid_valid=101.26,
               kid_std=0.00456, inception_status="ok", feature_fid=12.5, feature_kid_mean=0.3, feature_kid_std=0.02)
     na = dict(base, generator="cvae", family="cvae", n_generated=400, n_selected=100, fid=None, kid_mean=None,
               kid_std=None, inception_status="n/a: Inception weights not found at resources/inception",
@@ -285,7 +286,9 @@ def test_generation_table(generation_files):
     rows = _table_rows(md)
     assert len(rows) == 2
     assert rows[0][2].startswith("n/a: Inception weights") and rows[0][3] == "n/a"
-    assert rows[0][-1] == "25.0%" and rows[1][-1] == "75.0%"
+    assert rows[0][-3] == "25.0%" and rows[1][-3] == "75.0%"
+    # which selector judged the images, and which training step the checkpoint holds
+    assert rows[1][-2:] == ["head", "200 of 300 (best valid FID 101.3)"] and rows[0][-2:] == ["", ""]
     assert generation_to_markdown(collect_generation([])).startswith("_No generators")
 
 

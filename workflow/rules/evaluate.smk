@@ -43,6 +43,7 @@ rule real_features:
 rule evaluate_generator:
     input:
         samples=f"{R}/samples/{{gen}}/normal.h5",
+        checkpoint=f"{R}/generators/{{gen}}/checkpoint.pt",
         selected=f"{R}/samples/{{gen}}/selected.h5",
         inception=f"{R}/metrics/inception.json",
         classifier=f"{R}/downstream/{FS['arch']}/real/seed{FS['seed']}/model.pt",
@@ -55,6 +56,7 @@ rule evaluate_generator:
         compute=config["compute"],
         gen_cfg=lambda wc: config["generators"][wc.gen],
         selection=config["selection"],
+        selector=lambda wc: selector_for(config, wc.gen),
         sampling=config["sampling"],
     threads: THREADS
     log:

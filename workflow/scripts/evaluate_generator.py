@@ -5,6 +5,7 @@ from histaug.classify import load_classifier, penultimate_features
 from histaug.fid import InceptionFeatures, extract_features, generation_metrics, load_features
 from histaug.io import read_images
 from histaug.rulekit import run_rule
+from histaug.train_generator import checkpoint_step
 from histaug.utils import get_device, read_json, write_json
 
 
@@ -23,6 +24,7 @@ def main(smk, log):
     out = {"generator": smk.wildcards.gen, "family": smk.params.gen_cfg["family"],
            "image_size": int(smk.params.gen_cfg["image_size"]), "n_generated": len(x_all), "n_selected": len(x_sel),
            "lambda": float(smk.params.selection["lambda"]), "tau": float(smk.params.sampling["tau"]),
+           "selector": smk.params.selector, **checkpoint_step(smk.input.checkpoint),
            "real_split": ev["real_split"], "n_real": None, "inception_status": status["status"],
            "fid": None, "kid_mean": None, "kid_std": None,
            "feature_space": f"{fs['arch']} real-data classifier (seed {fs['seed']})"}
