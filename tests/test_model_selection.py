@@ -328,7 +328,7 @@ def test_shipped_configs_select_by_validation_fid():
     paper = load("config/config.yaml")
     for name in ("hvitgan", "hvitgan_nocp", "medvitgan"):
         g = paper["generators"][name]
-        assert g["model_selection"]["every"] == round(paper["subset"]["count"] / (g["batch_size"] * g["n_critic"]))
+        assert g["model_selection"]["every"] == paper["subset"]["count"] // (g["batch_size"] * g["n_critic"])
         assert g["model_selection"]["n_images"] == 5000
     assert "model_selection" not in paper["generators"]["cgan"]
     demo = load("config/config.yaml", "config/demo.yaml")
