@@ -847,7 +847,8 @@ def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.Dat
     out += ["## Settings", ""]
     out.append(f"- Configuration: {context.get('config_name', 'unknown')}")
     if archs:
-        out.append("- Architectures: " + ", ".join(f"{pretty_arch(a)} (`{a}`)" for a in archs))
+        gl = dict(context.get("generator_labels") or {})
+        out.append("- Architectures: " + ", ".join(f"{arch_label(a, gl)} (`{a}`)" for a in archs))
     if seeds:
         out.append("- Seeds: " + ", ".join(str(s) for s in seeds))
     if not generation.empty:
