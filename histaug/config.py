@@ -17,6 +17,25 @@ def _key(path) -> str:
     return out or "(top level)"
 
 
+def merge_config(base: dict, layer: dict) -> dict:
+    """``layer`` over ``base`` the way Snakemake layers ``--configfile`` files: mappings merge key by
+    key, anything else (lists included) is replaced."""
+    import copy
+
+    out = copy.deepcopy(base)
+    for k, v in layer.items():
+        out[k] = merge_config(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def load_config(*paths: str | Path) -> dict:
+    """The YAML files ``paths`` layered in order (``config/config.yaml``, then ``config/demo.yaml``, ...)."""
+    cfg: dict = {}
+    for path in paths:
+        cfg = merge_config(cfg, yaml.safe_load(Path(path).read_text()) or {})
+    return cfg
+
+
 def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     """Validate against the JSON schema and the rules a schema cannot say. Raises PipelineError."""
     import jsonschema

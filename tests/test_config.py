@@ -1,28 +1,16 @@
 """Config validation: the shipped configs pass, mistakes are named."""
-import copy
 from pathlib import Path
 
 import pytest
-import yaml
 
-from histaug.config import downstream_runs, head_generator, selector_for, validate_config
+from histaug.config import downstream_runs, head_generator, load_config, selector_for, validate_config
 from histaug.utils import PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def load(*names):
-    cfg = {}
-    for n in names:
-        cfg = merge(cfg, yaml.safe_load((REPO / n).read_text()))
-    return cfg
-
-
-def merge(a, b):
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return load_config(*(REPO / n for n in names))
 
 
 @pytest.fixture
@@ -97,3 +85,12 @@ def test_paper_config_sizes(paper):
     assert g["hvitgan"]["class_projection"] and not g["hvitgan_nocp"]["class_projection"]
     assert {g[n]["weighing"] for n in paper["run_generators"] if g[n]["family"] == "hvitgan"} == {"hvitgan", "none", "all", "kendall"}
     assert (paper["sampling"]["tau"], paper["selection"]["lambda"], len(paper["downstream"]["seeds"])) == (0.7, 0.6, 5)
+
+
+def test_layered_files_merge_like_snakemake():
+    """Mappings merge key by key, lists are replaced: the demo's head_classifiers list replaces the paper's."""
+    demo = load("config/config.yaml", "config/demo.yaml")
+    assert [h["generator"] for h in demo["downstream"]["head_classifiers"]] == ["hvitgan"]
+    assert demo["generators"]["hvitgan"]["label"] == "HViTGAN"          # kept from the paper entry
+    assert demo["generators"]["hvitgan"]["image_size"] == 32            # overridden by the demo
+    assert "hvitgan_nocp" in demo["generators"] and demo["run_generators"] == ["cgan", "cvae", "hvitgan"]

@@ -1,7 +1,6 @@
 """t-SNE panels per loss scenario (HViTGAN Fig. 3): subsampling, separation scores, figure, CSVs, config."""
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -9,11 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from PIL import Image
 from sklearn.metrics import silhouette_score
 
-from histaug.config import validate_config
+from histaug.config import load_config, validate_config
 from histaug.embedding import (
     COORD_COLUMNS,
     SCORE_COLUMNS,
@@ -42,19 +40,8 @@ def colour_features(images: np.ndarray) -> np.ndarray:
     return np.concatenate([x.mean(axis=(1, 2)), x.std(axis=(1, 2))], axis=1)
 
 
-def load_config(*names):
-    cfg = {}
-    for name in names:
-        layer = yaml.safe_load((REPO / name).read_text())
-        cfg = _merge(cfg, layer)
-    return cfg
-
-
-def _merge(a, b):
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+def load_layers(*names):
+    return load_config(*(REPO / n for n in names))
 
 
 # --------------------------------------------------------------------------- scores
@@ -240,16 +227,16 @@ def test_inception_features_need_ok_status(tmp_path):
 
 
 def test_shipped_configs_have_their_panels():
-    paper = load_config("config/config.yaml")
+    paper = load_layers("config/config.yaml")
     validate_config(paper)
     panels = parse_panels(paper["report"]["tsne"], paper["run_generators"])
     assert [p.samples for p in panels] == ["hvitgan_nocp_wnone", "hvitgan_nocp_wall", "hvitgan_nocp_wkendall", "hvitgan_nocp",
                                            "hvitgan", "hvitgan_nocp.selected", "hvitgan.selected"]
     assert [p.label[:3] for p in panels] == [f"({c})" for c in "abcdefg"]
-    demo = load_config("config/config.yaml", "config/demo.yaml")
+    demo = load_layers("config/config.yaml", "config/demo.yaml")
     assert [p.samples for p in parse_panels(demo["report"]["tsne"], demo["run_generators"])] == [
         "cgan", "cvae", "hvitgan", "hvitgan.selected"]
-    e2e = load_config("config/config.yaml", "config/demo.yaml", "tests/e2e.yaml")
+    e2e = load_layers("config/config.yaml", "config/demo.yaml", "tests/e2e.yaml")
     assert len(e2e["report"]["tsne"]) == 2 and e2e["report"]["tsne_settings"]["points_per_panel"] <= 100
 
 
@@ -261,14 +248,14 @@ def test_shipped_configs_have_their_panels():
     ([{"samples": "cgan", "colour": "red"}], r"report\.tsne\[0\].*colour"),
 ])
 def test_bad_panels_are_named(panels, message):
-    cfg = load_config("config/config.yaml")
+    cfg = load_layers("config/config.yaml")
     cfg["report"]["tsne"] = panels
     with pytest.raises(PipelineError, match=message):
         validate_config(cfg)
 
 
 def test_no_panels_is_valid_and_settings_are_checked():
-    cfg = load_config("config/config.yaml")
+    cfg = load_layers("config/config.yaml")
     for empty in ([], None):
         cfg["report"]["tsne"] = empty
         validate_config(cfg)

@@ -1,7 +1,6 @@
 """Model selection: keep the generator step with the lowest FID against the validation split ([H] §3.2)."""
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
@@ -11,11 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from histaug import fid
 from histaug import train_generator as tg
-from histaug.config import validate_config
+from histaug.config import load_config, validate_config
 from histaug.model_selection import (
     FIDScorer,
     balanced_counts,
@@ -311,16 +309,7 @@ def test_unavailable_inception_is_an_error_naming_the_key(tmp_path):
 
 
 def load(*names):
-    def merge(a, b):
-        out = copy.deepcopy(a)
-        for k, v in b.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
-
-    cfg = {}
-    for n in names:
-        cfg = merge(cfg, yaml.safe_load((REPO / n).read_text()))
-    return cfg
+    return load_config(*(REPO / n for n in names))
 
 
 def test_shipped_configs_select_by_validation_fid():
