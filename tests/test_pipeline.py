@@ -101,3 +101,25 @@ def test_missing_data_dir_is_a_clear_error(tmp_path):
     res = snakemake("-n", "--configfile", "config/demo.yaml", "--config", f"data_dir={tmp_path}/nowhere")
     assert res.returncode != 0
     assert "data_dir" in res.stderr + res.stdout and "not found" in res.stderr + res.stdout
+
+
+@pytest.mark.parametrize("profile", ["workstation", "slurm"])
+def test_profiles_plan_the_whole_study(profile, tmp_path):
+    """Both profiles load and plan the paper DAG; on Slurm every network rule asks for a GPU partition and one GPU."""
+    res = snakemake("-n", "--profile", f"profiles/{profile}", "--config", f"results_dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = res.stdout + res.stderr
+    assert "train_generator" in text and "train_classifier" in text and "tsne" in text
+    if profile == "slurm":
+        import yaml
+
+        cfg = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+        assert cfg["executor"] == "slurm"
+        network_rules = {"train_generator", "train_classifier", "sample", "select", "real_features", "evaluate_generator", "tsne"}
+        assert all(cfg["set-resources"][r]["slurm_partition"] == "gpu" for r in network_rules)
+        # ...and those rules declare the GPU that the plugin turns into --gpus=1
+        rules = "".join((REPO / "workflow/rules" / f).read_text() for f in ("generate.smk", "downstream.smk", "evaluate.smk", "report.smk"))
+        for rule in network_rules:
+            body = rules[rules.index(f"rule {rule}:"):]
+            body = body[: body.index("script:")]
+            assert "gpu=1" in body, rule

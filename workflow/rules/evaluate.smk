@@ -32,6 +32,8 @@ rule real_features:
         evaluation=EV,
         compute=config["compute"],
     threads: THREADS
+    resources:
+        gpu=1,  # the GPU when the cluster profile submits it; no limit locally unless --resources gpu=N
     log:
         f"{R}/logs/real_features/{{split}}_{{size}}px.log",
     benchmark:
@@ -59,6 +61,8 @@ rule evaluate_generator:
         selector=lambda wc: selector_for(config, wc.gen),
         sampling=config["sampling"],
     threads: THREADS
+    resources:
+        gpu=1,  # the GPU when the cluster profile submits it; no limit locally unless --resources gpu=N
     log:
         f"{R}/logs/evaluate_generator/{{gen}}.log",
     benchmark:

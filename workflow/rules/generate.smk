@@ -53,6 +53,8 @@ rule sample:
         tau=lambda wc: float(config["sampling"]["tau"]) if wc.source == "truncated" else -1.0,
         compute=config["compute"],
     threads: THREADS
+    resources:
+        gpu=1,  # the GPU when the cluster profile submits it; no limit locally unless --resources gpu=N
     priority: 10
     log:
         f"{R}/logs/sample/{{gen}}_{{source}}.log",
@@ -81,6 +83,8 @@ rule select:
         selector=lambda wc: selector_for(config, wc.gen),
         compute=config["compute"],
     threads: THREADS
+    resources:
+        gpu=1,  # the GPU when the cluster profile submits it; no limit locally unless --resources gpu=N
     priority: 10
     log:
         f"{R}/logs/select/{{gen}}.log",

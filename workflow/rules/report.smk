@@ -63,6 +63,8 @@ if TSNE_PANELS:
             compute=config["compute"],
             batch_size=EV.get("batch_size", 64),
         threads: THREADS
+        resources:
+            gpu=1,  # the GPU when the cluster profile submits it; no limit locally unless --resources gpu=N
         log:
             f"{R}/logs/tsne.log",
         benchmark:
