@@ -37,12 +37,52 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+_CLAIMED_GPU: tuple[int, object] | None = None  # (index, open lock file) held until the process exits
+
+
+def claim_gpu(count: int, lock_dir: str | os.PathLike | None = None) -> int:
+    """Index of a GPU no other pipeline process on this machine holds, claimed for this process.
+
+    Snakemake tells a job how many GPUs it may use (`resources: gpu=1`) but not which one, so on a
+    machine with several visible GPUs each job takes the first free one: an exclusive, non-blocking
+    ``flock`` on ``<lock_dir>/gpu<i>.lock`` (default ``$HISTAUG_GPU_LOCK_DIR`` or the temporary
+    folder). The lock is released when the process ends, also when it is killed. When every GPU is
+    held (more jobs than ``--resources gpu=N`` allows), GPU 0 is shared. Calling it again in the same
+    process returns the same index.
+    """
+    import fcntl
+
+    global _CLAIMED_GPU
+    if _CLAIMED_GPU is not None:
+        return _CLAIMED_GPU[0]
+    folder = Path(lock_dir or os.environ.get("HISTAUG_GPU_LOCK_DIR") or Path(tempfile.gettempdir()) / "histaug-gpu-locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(int(count)):
+        handle = open(folder / f"gpu{index}.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _CLAIMED_GPU = (index, handle)
+        return index
+    return 0
+
+
 def get_device(preference: str = "auto"):
-    """`auto` picks CUDA when present, else CPU. `cpu`, `cuda`, `cuda:1`, `mps` are taken as given."""
+    """`auto` picks CUDA when present, else CPU. `cpu`, `cuda`, `cuda:1`, `mps` are taken as given.
+
+    With several visible GPUs, `auto` gives each process its own (:func:`claim_gpu`), so that
+    `snakemake --resources gpu=N` on an N-GPU machine spreads jobs over the GPUs. Under a scheduler
+    that shows each job only its own GPU (Slurm) there is one visible GPU and nothing is claimed.
+    """
     import torch
 
     if preference in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        count = torch.cuda.device_count()
+        return torch.device("cuda", claim_gpu(count)) if count > 1 else torch.device("cuda")
     dev = torch.device(preference)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise PipelineError(f"config compute.device={preference!r} but no CUDA device is visible; use 'auto' or 'cpu'")
