@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 
 from histaug.config import downstream_runs, head_generator, selector_for, validate_config
 from histaug.trainsets import parse_trainset
+from models import families_with_class_head
 
 configfile: "config/config.yaml"
 

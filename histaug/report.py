@@ -444,6 +444,7 @@ def collect_generation(files: Iterable[str | Path], generator_order: Sequence[st
             "feature_fid": ffid,
             "feature_kid_mean": fkid_mean,
             "feature_kid_std": fkid_std,
+            **{f"head_{m}": _float((rec.get("head_test") or {}).get(m)) for m in METRICS},
             "lambda": _clean(rec.get("lambda")),
             "tau": _clean(rec.get("tau")),
             "real_split": rec.get("real_split"),
@@ -451,7 +452,8 @@ def collect_generation(files: Iterable[str | Path], generator_order: Sequence[st
         })
     columns = ["generator", "family", "FID", "KID", "feature_FID", "feature_KID", "n_generated", "n_selected",
                "selection_rate", "checkpoint", "selector", "inception_status", "fid", "kid_mean", "kid_std", "feature_fid",
-               "feature_kid_mean", "feature_kid_std", "lambda", "tau", "real_split", "feature_space"]
+               "feature_kid_mean", "feature_kid_std", *(f"head_{m}" for m in METRICS), "lambda", "tau", "real_split",
+               "feature_space"]
     df = pd.DataFrame.from_records(records, columns=columns)
     if generator_order:
         rank = {g: i for i, g in enumerate(dict.fromkeys(generator_order))}
@@ -485,6 +487,19 @@ def generation_to_markdown(generation: pd.DataFrame) -> str:
             row.get("checkpoint") or "",
         ])
     return _markdown_grid(headers, rows, align)
+
+
+def heads_to_markdown(generation: pd.DataFrame, digits: int = 3) -> str:
+    """Test metrics of the GANs' discriminator class heads as the GAN training left them (no
+    fine-tuning); empty when no generator of the run has a class head."""
+    cols = [f"head_{m}" for m in METRICS]
+    if generation.empty or not all(c in generation for c in cols):
+        return ""
+    rows = [[row["generator"], *(f"{row[c]:.{digits}f}" if math.isfinite(_float(row[c])) else "n/a" for c in cols)]
+            for _, row in generation.iterrows() if any(math.isfinite(_float(row[c])) for c in cols)]
+    if not rows:
+        return ""
+    return _markdown_grid(["Generator", *(METRIC_TITLES[m] for m in METRICS)], rows, ["---", *([":---:"] * len(METRICS))])
 
 
 # --------------------------------------------------------------------------- figures
@@ -780,6 +795,11 @@ def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.Dat
         out.append("")
     out.append("Files: [generation.csv](tables/generation.csv), [generation.md](tables/generation.md)")
     out.append("")
+    heads = heads_to_markdown(generation, digits)
+    if heads:
+        out += ["### Class heads as the GAN trained them", "",
+                "The discriminator's classification head of each GAN that has one, applied to the real test split "
+                "without fine-tuning (the `Cls Head` rows of the downstream table fine-tune it per seed):", "", heads]
 
     out += ["## Downstream classification", ""]
     out.append("Metrics on the real test split, mean ± sample standard deviation over seeds; "

@@ -63,6 +63,9 @@ def test_end_to_end_outputs(e2e_run):
     assert by_gen.loc["hvitgan", "checkpoint"].startswith(f"{best} of 6 (best valid FID")
     assert by_gen.loc["cvae", "checkpoint"] == "12 of 12"
     assert (by_gen.loc["hvitgan", "selector"], by_gen.loc["cvae", "selector"]) == ("head", "baseline")
+    # the GAN's class head, unchanged, scored on the real test split; generators without a head have none
+    assert 0 <= by_gen.loc["hvitgan", "head_auc"] <= 1 and pd.isna(by_gen.loc["cvae", "head_auc"])
+    assert "Class heads as the GAN trained them" in (out / "report.md").read_text()
     for f in ["tables/downstream_summary.md", "tables/downstream_summary.tex", "report.md"]:
         assert (out / f).stat().st_size > 0
     assert "nuclear density" in (out / "report.md").read_text()

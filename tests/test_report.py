@@ -16,6 +16,7 @@ from histaug.report import (
     collect_generation,
     format_mean_std,
     generation_to_markdown,
+    heads_to_markdown,
     group_prediction_files,
     parse_variant,
     plot_metric_bars,
@@ -101,6 +102,7 @@ def generation_files(tmp_path):
     base = {"lambda": 0.6, "tau": 0.7, "real_split": "test", "feature_space": "resnet34 real-data classifier (seed 0)"}
     ok = dict(base, generator="cgan", family="cgan", n_generated=400, n_selected=300, fid=87.654, kid_mean=0.05123,
               selector="head", step=200, steps=300, best_fid_valid=101.26,
+              head_test={"accuracy": 0.9, "auc": 0.95, "sensitivity": 0.85, "specificity": 0.875},
               kid_std=0.00456, inception_status="ok", feature_fid=12.5, feature_kid_mean=0.3, feature_kid_std=0.02)
     na = dict(base, generator="cvae", family="cvae", n_generated=400, n_selected=100, fid=None, kid_mean=None,
               kid_std=None, inception_status="n/a: Inception weights not found at resources/inception",
@@ -289,6 +291,10 @@ def test_generation_table(generation_files):
     assert rows[0][-3] == "25.0%" and rows[1][-3] == "75.0%"
     # which selector judged the images, and which training step the checkpoint holds
     assert rows[1][-2:] == ["head", "200 of 300 (best valid FID 101.3)"] and rows[0][-2:] == ["", ""]
+    # the class head's own test metrics: a row for the generator that has them, none for the other
+    heads = _table_rows(heads_to_markdown(gen))
+    assert heads == [["cgan", "0.900", "0.950", "0.850", "0.875"]]
+    assert heads_to_markdown(gen[gen["generator"] == "cvae"]) == ""
     assert generation_to_markdown(collect_generation([])).startswith("_No generators")
 
 

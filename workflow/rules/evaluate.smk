@@ -51,6 +51,8 @@ rule evaluate_generator:
         classifier=f"{R}/downstream/{FS['arch']}/real/seed{FS['seed']}/model.pt",
         real_inception=lambda wc: f"{R}/metrics/real/{EV['real_split']}_{config['generators'][wc.gen]['image_size']}px_inception.npz",
         real_classifier=lambda wc: f"{R}/metrics/real/{EV['real_split']}_{config['generators'][wc.gen]['image_size']}px_classifier.npz",
+        test=f"{R}/data/test.h5",
+        labels=f"{R}/data/labels.csv",
     output:
         f"{R}/metrics/{{gen}}/generation.json",
     params:
@@ -59,6 +61,7 @@ rule evaluate_generator:
         gen_cfg=lambda wc: config["generators"][wc.gen],
         selection=config["selection"],
         selector=lambda wc: selector_for(config, wc.gen),
+        has_head=lambda wc: config["generators"][wc.gen]["family"] in families_with_class_head(),
         sampling=config["sampling"],
     threads: THREADS
     resources:

@@ -1,10 +1,14 @@
-"""Rule evaluate_generator: FID/KID (Inception and real-data classifier feature spaces), selection counts."""
+"""Rule evaluate_generator: FID/KID (Inception and real-data classifier feature spaces), selection counts, and
+for GANs with a class head that head's test metrics as the GAN trained it (no fine-tuning)."""
 import numpy as np
 
 from histaug.classify import load_classifier, penultimate_features
 from histaug.fid import InceptionFeatures, extract_features, generation_metrics, load_features
 from histaug.io import read_images
+from histaug.labels import load_labelled
+from histaug.metrics import binary_metrics
 from histaug.rulekit import run_rule
+from histaug.selectors import load_selector
 from histaug.train_generator import checkpoint_step
 from histaug.utils import get_device, read_json, write_json
 
@@ -39,6 +43,11 @@ def main(smk, log):
     model, cmeta = load_classifier(smk.input.classifier, device=device)
     fm = generation_metrics(real["classifier"], penultimate_features(model, cmeta, x, batch_size=bs), **kid)
     out.update(feature_fid=fm["fid"], feature_kid_mean=fm["kid_mean"], feature_kid_std=fm["kid_std"])
+    if smk.params.has_head:
+        xt, yt = load_labelled(smk.input.test, smk.input.labels, "test")
+        prob = load_selector("head", smk.input.checkpoint, compute)(xt)[:, 1]
+        out["head_test"] = binary_metrics(yt, prob)
+        log.info("class head as trained by the GAN, on the real test split: %s", out["head_test"])
     write_json(out, smk.output[0])
     log.info("%s", out)
 
