@@ -196,6 +196,16 @@ def _new_figure(width_in: float, height_in: float, dpi: float = 100) -> Figure:
 # --------------------------------------------------------------------------- downstream tables
 
 
+def _read_record(path: Path, what: str, rule: str) -> dict:
+    """A JSON record another rule wrote, with a clear error when it is missing or unreadable."""
+    if not path.exists():
+        raise PipelineError(f"{path}: {what} file not found (did {rule} run?)")
+    try:
+        return read_json(path)
+    except json.JSONDecodeError as err:
+        raise PipelineError(f"{path}: not valid JSON ({err}); delete it and re-run {rule}") from err
+
+
 def collect_downstream(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
     """One row per downstream ``metrics.json``, sorted by arch, variant and seed.
 
@@ -206,12 +216,7 @@ def collect_downstream(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
     records = []
     for path in metrics_files:
         path = Path(path)
-        if not path.exists():
-            raise PipelineError(f"{path}: downstream metrics file not found (did the downstream rule run?)")
-        try:
-            rec = read_json(path)
-        except json.JSONDecodeError as err:
-            raise PipelineError(f"{path}: not valid JSON ({err}); delete it and re-run the downstream rule") from err
+        rec = _read_record(path, "downstream metrics", "the downstream rule")
         missing = [k for k in REQUIRED_METRIC_KEYS if k not in rec]
         if missing:
             raise PipelineError(f"{path}: missing keys {missing}; delete it and re-run the downstream rule")
@@ -407,12 +412,7 @@ def collect_generation(files: Iterable[str | Path], generator_order: Sequence[st
     records = []
     for path in files:
         path = Path(path)
-        if not path.exists():
-            raise PipelineError(f"{path}: generation metrics file not found (did the generation metrics rule run?)")
-        try:
-            rec = read_json(path)
-        except json.JSONDecodeError as err:
-            raise PipelineError(f"{path}: not valid JSON ({err}); delete it and re-run the rule that writes it") from err
+        rec = _read_record(path, "generation metrics", "the rule that writes it")
         if "generator" not in rec:
             raise PipelineError(f"{path}: missing key 'generator'; delete it and re-run the rule that writes it")
         fid, kid_mean, kid_std = _float(rec.get("fid")), _float(rec.get("kid_mean")), _float(rec.get("kid_std"))

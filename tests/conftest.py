@@ -47,3 +47,16 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def tiny_cgan_cfg(**over) -> dict:
+    """A cGAN small enough to train a few steps in a test (override any key)."""
+    return {"family": "cgan", "image_size": 32, "latent_dim": 16, "loss": "wgan-gp", "gp_weight": 10.0, "n_critic": 2,
+            "g_channels": 8, "d_channels": 8, "batch_size": 8, "lr": 2e-4, "betas": [0.0, 0.9], "steps": 4,
+            "ema_decay": 0.9, "checkpoint_every": 2, "log_every": 1, "seed": 0, **over}
+
+
+def tiny_cvae_cfg(**over) -> dict:
+    """A cVAE small enough to train a few steps in a test (override any key)."""
+    return {"family": "cvae", "image_size": 32, "latent_dim": 100, "channels": 8, "conv_layers": 4, "kl_weight": 1.0,
+            "batch_size": 16, "lr": 1e-3, "steps": 4, "checkpoint_every": 2, "log_every": 1, "seed": 0, **over}

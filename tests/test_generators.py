@@ -14,30 +14,14 @@ from histaug.train_generator import load_generator, state_hash, train_generator
 from histaug.utils import PipelineError
 from models import GANParts, available_families, build_generator, register_family
 
-from conftest import alternating_labels  # noqa: E402
+from conftest import alternating_labels, tiny_cgan_cfg, tiny_cvae_cfg  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 CPU = {"device": "cpu", "channels_last": False, "precision": {"generators": "fp32"}}
 
 
-def cgan_cfg(**over) -> dict:
-    cfg = dict(
-        family="cgan", image_size=32, latent_dim=16, loss="wgan-gp", gp_weight=10.0, n_critic=2,
-        g_channels=8, d_channels=8, batch_size=8, lr=2e-4, betas=[0.0, 0.9], steps=4,
-        ema_decay=0.9, checkpoint_every=2, log_every=1, seed=0,
-    )
-    cfg.update(over)
-    return cfg
-
-
-def cvae_cfg(**over) -> dict:
-    cfg = dict(
-        family="cvae", image_size=32, latent_dim=100, channels=8, conv_layers=4, kl_weight=1.0,
-        batch_size=16, lr=1e-3, steps=4, checkpoint_every=2, log_every=1, seed=0,
-    )
-    cfg.update(over)
-    return cfg
+cgan_cfg, cvae_cfg = tiny_cgan_cfg, tiny_cvae_cfg
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from histaug.utils import PipelineError, seed_everything
 from models import build_generator
 from models.hvitgan import DEMO_CONFIG
 
-from conftest import alternating_labels  # noqa: E402
+from conftest import alternating_labels, tiny_cgan_cfg, tiny_cvae_cfg  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -37,20 +37,11 @@ NETWORKS = ("generator_state", "discriminator_state", "objective_state")
 
 
 def cgan_cfg(**over) -> dict:
-    cfg = dict(
-        family="cgan", image_size=32, latent_dim=16, loss="wgan-gp", gp_weight=10.0, n_critic=1,
-        g_channels=8, d_channels=8, batch_size=8, lr=2e-4, betas=[0.0, 0.9], steps=8,
-        ema_decay=0.9, checkpoint_every=3, log_every=3, seed=0,
-    )
-    cfg.update(over)
-    return cfg
+    return tiny_cgan_cfg(**{"n_critic": 1, "steps": 8, "checkpoint_every": 3, "log_every": 3, **over})
 
 
 def cvae_cfg(**over) -> dict:
-    cfg = dict(family="cvae", image_size=32, latent_dim=100, channels=8, conv_layers=4, kl_weight=1.0,
-               batch_size=16, lr=1e-3, steps=8, ema_decay=0.9, checkpoint_every=3, log_every=3, seed=0)
-    cfg.update(over)
-    return cfg
+    return tiny_cvae_cfg(**{"steps": 8, "ema_decay": 0.9, "checkpoint_every": 3, "log_every": 3, **over})
 
 
 def hvitgan_cfg(**over) -> dict:
