@@ -639,6 +639,69 @@ def plot_roc_curves(
     return _save_figure(fig, out_png)
 
 
+# Loss columns of a generator's history.csv drawn in the training-curve figure (others are weights, σ, parts).
+TRAINING_CURVES = ("d_loss", "g_loss", "d_cls_real", "d_cls_fake", "g_cls", "loss", "recon", "kl")
+
+
+def kept_step(history: pd.DataFrame) -> tuple[int, float] | None:
+    """(step, validation FID) of the lowest ``fid_valid`` in a generator's history (the earliest on
+    ties, as training keeps it), or None without model selection."""
+    if "fid_valid" not in history:
+        return None
+    fid = history[["step", "fid_valid"]].dropna()
+    if fid.empty:
+        return None
+    best = fid.loc[fid["fid_valid"].idxmin()]
+    return int(best["step"]), float(best["fid_valid"])
+
+
+def plot_training_curves(histories: Mapping[str, str | Path], out_png: str | Path, title: str | None = None) -> Path:
+    """One panel per generator: its losses over training steps (``history.csv``) and, where the
+    generator had model selection, the validation FID on a second axis with the kept step marked."""
+    frames = {}
+    for gen, path in histories.items():
+        path = Path(path)
+        if not path.exists():
+            raise PipelineError(f"{path}: training history not found (did train_generator run for {gen}?)")
+        frames[gen] = pd.read_csv(path)
+    n = max(1, len(frames))
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = _new_figure(5.0 * ncols, 3.6 * nrows + (0.5 if title else 0.0), dpi=110)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, (gen, df) in zip(axes.flat, frames.items()):
+        if df.empty or "step" not in df:
+            ax.text(0.5, 0.5, "no history rows", ha="center", va="center")
+            ax.set_title(gen, fontsize=10)
+            continue
+        for col in (c for c in TRAINING_CURVES if c in df):
+            ax.plot(df["step"], df[col], lw=1.2, label=col)
+        ax.set_xlabel("generator step", fontsize=9)
+        ax.set_ylabel("loss", fontsize=9)
+        ax.grid(alpha=0.25)
+        handles, labels = ax.get_legend_handles_labels()
+        kept = kept_step(df)
+        heading = gen
+        if kept is not None:
+            fid = df[["step", "fid_valid"]].dropna()
+            twin = ax.twinx()
+            twin.plot(fid["step"], fid["fid_valid"], color="black", lw=1.6, marker="o", ms=3, label="validation FID")
+            twin.axvline(kept[0], color="black", ls=":", lw=1)
+            twin.set_ylabel("validation FID", fontsize=9)
+            h2, l2 = twin.get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+            heading += f" (kept step {kept[0]}, FID {kept[1]:.1f})"
+        ax.set_title(heading, fontsize=10)
+        if handles:
+            ax.legend(handles, labels, fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(frames):]:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return _save_figure(fig, out_png)
+
+
 def plot_metric_bars(summary: pd.DataFrame, out_png: str | Path, metric: str = "auc", title: str | None = None) -> Path:
     """Horizontal bars of `metric` mean ± sample std per summary row, grouped by architecture.
 
@@ -833,6 +896,11 @@ def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.Dat
         "![AUC mean ± std per model and training set](figures/auc_bars.png)",
         "",
     ]
+    if context.get("has_training_curves"):
+        out += ["### Generator training", "",
+                "Losses per logged step; for generators with model selection also the FID against the validation "
+                "split (right axis) and the step whose networks the checkpoint holds (dotted line).", "",
+                "![Generator training curves](figures/generator_training.png)", ""]
 
     if tsne:
         out += ["## Loss scenarios (t-SNE)", "", tsne["intro"], "",
@@ -877,7 +945,7 @@ def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.Dat
         out.append("- Generators: " + ", ".join(gens))
     for key in sorted(set(context) - {"label_source", "label_note", "class_names", "dataset", "n_train_subset",
                                       "n_valid", "n_test", "config_name", "architectures", "seeds", "generators",
-                                      "generator_labels", "trainset_labels", "trainsets"}):
+                                      "generator_labels", "trainset_labels", "trainsets", "has_training_curves"}):
         out.append(f"- {key}: {context[key]}")
     if seeds:
         short = summary[summary["n_seeds"] < len(seeds)]
@@ -901,8 +969,11 @@ def write_report(
     per_class: int | None = None,
     digits: int = 3,
     tsne: Mapping[str, str | Path] | None = None,
+    histories: Mapping[str, str | Path] | None = None,
 ) -> dict[str, Path]:
     """Write every table, figure and ``report.md`` under `out_dir`; return {relative name: path}.
+
+    `histories` (generator -> ``history.csv``) adds the generator training-curve figure.
 
     `prediction_files` is either arch -> {variant: [predictions.csv]} or a flat list of
     ``.../{arch}/{variant}/seed{n}/predictions.csv`` paths. `sample_files` maps generator ->
@@ -966,11 +1037,14 @@ def write_report(
     predictions = _order_predictions(group_prediction_files(prediction_files), summary)
     plot_roc_curves(predictions, record("figures/roc_curves.png"), "ROC curves on the real test split", **names)
     plot_metric_bars(summary, record("figures/auc_bars.png"), "auc", "Test AUC per model and training set")
+    if histories:
+        plot_training_curves(histories, record("figures/generator_training.png"), "Generator training")
 
     tsne_section = None
     if tsne:
         from .embedding import report_section
 
         tsne_section = report_section(tsne, out_dir)
+    context = {**context, "has_training_curves": bool(histories)}
     write_text(_report_markdown(context, summary, generation, sample_figures, digits, tsne_section), record("report.md"))
     return written

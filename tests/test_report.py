@@ -17,6 +17,7 @@ from histaug.report import (
     format_mean_std,
     generation_to_markdown,
     heads_to_markdown,
+    kept_step,
     group_prediction_files,
     parse_variant,
     plot_metric_bars,
@@ -345,11 +346,19 @@ def test_write_report(runs, generation_files, sample_files, tmp_path):
         "trainset_labels": {"real+cvae.selected": "CP+SA"},
     }
     out_dir = tmp_path / "report"
+    histories = {}
+    for gen, fid in (("cgan", None), ("cvae", [None, 80.0, None, 60.0, 70.0])):  # cvae: model selection kept step 4
+        histories[gen] = tmp_path / "hist" / gen / "history.csv"
+        histories[gen].parent.mkdir(parents=True)
+        frame = pd.DataFrame({"step": [1, 2, 3, 4, 5], "d_loss": [3, 2, 1.5, 1.2, 1.1], "g_loss": [1, 2, 2, 3, 3]})
+        if fid:
+            frame["fid_valid"] = fid
+        frame.to_csv(histories[gen], index=False)
     written = write_report(out_dir, runs["metrics"], runs["predictions"], generation_files, sample_files, context,
-                           per_class=3)
+                           per_class=3, histories=histories)
     expected = {"tables/downstream.csv", "tables/downstream_summary.csv", "tables/downstream_summary.md",
                 "tables/downstream_summary.tex", "tables/generation.csv", "tables/generation.md",
-                "figures/roc_curves.png", "figures/auc_bars.png", "report.md"}
+                "figures/roc_curves.png", "figures/auc_bars.png", "figures/generator_training.png", "report.md"}
     expected |= {f"figures/{kind}_{g}.png" for g in GENERATORS for kind in ("samples", "selected")}
     assert set(written) == expected
     for rel, path in written.items():
@@ -399,3 +408,10 @@ def test_write_report_with_tsne_section(runs, generation_files, sample_files, tm
     assert {"figures/tsne_loss_scenarios.png", "tables/tsne_scores.csv", "tables/tsne_coordinates.csv"} <= set(links)
     for link in links:
         assert (out_dir / link).exists(), link
+
+
+def test_kept_step_is_the_lowest_validation_fid():
+    history = pd.DataFrame({"step": [100, 200, 300, 400], "g_loss": [1, 2, 3, 4], "fid_valid": [90.0, 70.0, float("nan"), 70.0]})
+    assert kept_step(history) == (200, 70.0)  # ties keep the earlier step, as training does
+    assert kept_step(history.drop(columns="fid_valid")) is None
+    assert kept_step(history.assign(fid_valid=float("nan"))) is None

@@ -25,6 +25,7 @@ rule report:
         labels_meta=f"{R}/data/labels.json",
         labels=f"{R}/data/labels.csv",
         subset=f"{R}/data/train_subset.csv",
+        histories=expand(f"{R}/generators/{{gen}}/history.csv", gen=GENERATORS),
         **{f"tsne_{k}": v for k, v in TSNE_OUTPUTS.items()},
     output:
         report=f"{R}/report.md",

@@ -33,7 +33,8 @@ def main(smk, log):
     # rule tsne's files, present when report.tsne lists panels
     tsne = {k: getattr(smk.input, f"tsne_{k}") for k in ("figure", "scores", "coordinates")} if hasattr(smk.input, "tsne_figure") else None
     write_report(Path(smk.output.report).parent, list(smk.input.metrics), list(smk.input.predictions),
-                 list(smk.input.generation), samples, context, tsne=tsne)
+                 list(smk.input.generation), samples, context, tsne=tsne,
+                 histories=dict(zip(smk.params.generators, smk.input.histories)))
 
 
 run_rule(snakemake, main)  # noqa: F821
