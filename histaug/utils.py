@@ -45,8 +45,8 @@ def claim_gpu(count: int, lock_dir: str | os.PathLike | None = None) -> int:
 
     Snakemake tells a job how many GPUs it may use (`resources: gpu=1`) but not which one, so on a
     machine with several visible GPUs each job takes the first free one: an exclusive, non-blocking
-    ``flock`` on ``<lock_dir>/gpu<i>.lock`` (default ``$HISTAUG_GPU_LOCK_DIR`` or the temporary
-    folder). The lock is released when the process ends, also when it is killed. When every GPU is
+    ``flock`` on ``<lock_dir>/gpu<i>.lock`` (default ``$HISTAUG_GPU_LOCK_DIR`` or a per-user folder
+    in the temporary directory; without a writable folder it returns 0). The lock is released when the process ends, also when it is killed. When every GPU is
     held (more jobs than ``--resources gpu=N`` allows), GPU 0 is shared. Calling it again in the same
     process returns the same index.
     """
@@ -55,10 +55,17 @@ def claim_gpu(count: int, lock_dir: str | os.PathLike | None = None) -> int:
     global _CLAIMED_GPU
     if _CLAIMED_GPU is not None:
         return _CLAIMED_GPU[0]
-    folder = Path(lock_dir or os.environ.get("HISTAUG_GPU_LOCK_DIR") or Path(tempfile.gettempdir()) / "histaug-gpu-locks")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(lock_dir or os.environ.get("HISTAUG_GPU_LOCK_DIR")
+                  or Path(tempfile.gettempdir()) / f"histaug-gpu-locks-{os.getuid()}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return 0  # no writable lock folder: behave like a single-GPU setup
     for index in range(int(count)):
-        handle = open(folder / f"gpu{index}.lock", "a+")
+        try:
+            handle = open(folder / f"gpu{index}.lock", "a+")
+        except OSError:
+            return 0
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -53,3 +53,12 @@ def test_auto_and_explicit_devices():
     if not torch.cuda.is_available():
         with pytest.raises(PipelineError, match="compute.device='cuda:1'"):
             get_device("cuda:1")
+
+
+def test_unwritable_lock_folder_falls_back_to_gpu_0(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = f"import sys; sys.path.insert(0, {str(REPO)!r}); from histaug.utils import claim_gpu; print(claim_gpu(4, {str(blocker / 'locks')!r}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
