@@ -111,10 +111,17 @@ class ClassHeadClassifier(nn.Module):
         return logits
 
 
-def head_source(checkpoint_path: str | Path) -> dict:
-    """What a ``<generator>_head`` classifier starts from: the GAN checkpoint's discriminator.
+class NoClassHead(PipelineError):
+    """The generator checkpoint's family has no discriminator class head."""
 
-    Returns {"generator", "family", "config", "num_classes", "image_size", "state", "digest"}.
+
+def head_source(checkpoint_path: str | Path, digest: bool = True) -> dict:
+    """What a class-head classifier (``<generator>_head``, or the ``head`` selector) starts from: the
+    GAN checkpoint's discriminator.
+
+    Returns {"generator", "family", "config", "num_classes", "image_size", "state", "digest"};
+    ``digest`` (SHA-1 of the file, for resume checks) is None unless asked for. A family without a
+    class head raises :class:`NoClassHead`.
     """
     from models import families_with_class_head
 
@@ -124,11 +131,11 @@ def head_source(checkpoint_path: str | Path) -> dict:
     path = Path(checkpoint_path)
     ckpt = _read_checkpoint(path)
     if ckpt.get("family") not in families_with_class_head() or "discriminator_state" not in ckpt:
-        raise PipelineError(f"{path}: generator family {ckpt.get('family')!r} has no discriminator class head "
+        raise NoClassHead(f"{path}: generator family {ckpt.get('family')!r} has no discriminator class head "
                             f"(config downstream.head_classifiers needs one of {families_with_class_head()})")
     return {"generator": ckpt.get("name"), "family": ckpt["family"], "config": dict(ckpt["config"]),
             "num_classes": int(ckpt["num_classes"]), "image_size": int(ckpt["image_size"]),
-            "state": ckpt["discriminator_state"], "digest": file_digest(path)}
+            "state": ckpt["discriminator_state"], "digest": file_digest(path) if digest else None}
 
 
 def build_head_classifier(head: dict) -> ClassHeadClassifier:

@@ -195,18 +195,6 @@ def tsne_embed(features: np.ndarray, perplexity: float = 30.0, seed: int = 0) ->
 # --------------------------------------------------------------------------- features
 
 
-def _read_labels(path: str | Path) -> np.ndarray:
-    import h5py
-
-    path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"{path}: image file not found (was the rule that makes it run?)")
-    with h5py.File(path, "r") as f:
-        if "y" not in f:
-            raise PipelineError(f"{path}: expected a dataset 'y', found {list(f.keys())}")
-        return f["y"][()].astype(np.int64)
-
-
 def feature_extractor(kind: str, *, classifier: str | Path | None = None, inception_status: str | Path | None = None,
                       device="cpu", batch_size: int = 64) -> Callable[[np.ndarray], np.ndarray]:
     """A function uint8 (N, H, W, 3) images -> (N, D) features.
@@ -221,16 +209,13 @@ def feature_extractor(kind: str, *, classifier: str | Path | None = None, incept
         model, meta = load_classifier(classifier, device=device)
         return lambda x: penultimate_features(model, meta, x, batch_size=batch_size).astype(np.float64)
     if kind == "inception":
-        from .fid import InceptionFeatures, extract_features
+        from .fid import extract_features, inception_from_status
         from .utils import read_json
 
-        status = read_json(inception_status)
-        if status.get("status") != "ok":
-            raise PipelineError(
-                f"config {SETTINGS_KEY}.features='inception' needs the FID Inception network, but {inception_status} "
-                f"says: {status.get('status')!r}; set {SETTINGS_KEY}.features: classifier, or make the weights "
-                "available (evaluation.inception, rule inception_weights) and rerun")
-        net = InceptionFeatures(status["weights"], device)
+        net = inception_from_status(
+            read_json(inception_status), f"{SETTINGS_KEY}.features='inception' ({inception_status})",
+            f"set {SETTINGS_KEY}.features: classifier, or make the weights available (evaluation.inception, rule "
+            "inception_weights) and rerun", device)
         return lambda x: extract_features(net, x, batch_size, desc="inception (t-SNE)")
     raise PipelineError(f"config {SETTINGS_KEY}.features={kind!r}: choose one of {list(FEATURES)}")
 
@@ -242,7 +227,7 @@ def compute_tsne(panels: Sequence[Panel], sample_files: Sequence[str | Path], ex
                  class_names: Sequence[str], settings: Mapping | None = None, log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scores (one row per panel, :data:`SCORE_COLUMNS`) and t-SNE coordinates (one row per image,
     :data:`COORD_COLUMNS`) of the panels; `sample_files[i]` is panel i's image file."""
-    from .io import read_images
+    from .io import read_images, read_labels
 
     log = log or get_logger()
     s = tsne_settings(settings)
@@ -251,7 +236,7 @@ def compute_tsne(panels: Sequence[Panel], sample_files: Sequence[str | Path], ex
     names = list(class_names)
     data = []
     for i, (panel, path) in enumerate(zip(panels, sample_files)):
-        y_all = _read_labels(path)
+        y_all = read_labels(path)
         idx = balanced_subsample(y_all, s["points_per_panel"], len(names), s["seed"])
         x, y = read_images(path, indices=idx) if len(idx) else (None, y_all[:0])
         feats = np.asarray(extract(x), np.float64) if len(idx) else np.zeros((0, 1))

@@ -254,6 +254,20 @@ def _make_extractor(weights_path: Path):
     )
 
 
+def inception_from_status(status: dict, key: str, fix: str, device: Any = "auto") -> "InceptionFeatures":
+    """The FID Inception extractor named by ``status`` (what the rule ``inception_weights`` wrote),
+    for a feature that cannot do without it: unavailable weights raise a PipelineError naming the
+    config ``key`` that needs them and the ``fix``. There is no fallback."""
+    state = status.get("status")
+    if state != "ok":
+        raise PipelineError(f"config {key} needs the FID Inception network, but its weights are unavailable "
+                            f"({state}); {fix}")
+    try:
+        return InceptionFeatures(status["weights"], device)
+    except InceptionUnavailable as exc:
+        raise PipelineError(f"config {key}: {exc}; {fix}") from exc
+
+
 class InceptionFeatures:
     """Callable mapping uint8 NHWC image batches to float64 (N, 2048) Inception pool features.
 

@@ -65,6 +65,17 @@ def read_images(path: str | os.PathLike, indices=None, with_extra: bool = False)
     return x, y.astype(np.int64)
 
 
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """The labels ``y`` of a pipeline image file, without reading the images."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: image file not found (was the rule that makes it run?)")
+    with h5py.File(path, "r") as f:
+        if "y" not in f:
+            raise PipelineError(f"{path}: expected a dataset 'y', found {list(f.keys())}")
+        return f["y"][()].astype(np.int64)
+
+
 def count_images(path: str | os.PathLike) -> int:
     with h5py.File(path, "r") as f:
         return int(f["y"].shape[0])

@@ -37,13 +37,13 @@ from .fid import (
     FID_HELPER_PACKAGE,
     WEIGHTS_KEY,
     InceptionFeatures,
-    InceptionUnavailable,
     extract_features,
     feature_statistics,
     frechet_distance,
+    inception_from_status,
 )
 from .sampling import generate
-from .utils import PipelineError
+from .utils import PipelineError, cap_images  # noqa: F401  (cap_images: the real-image subset, seed SEED)
 
 KEY = "model_selection"
 SETTINGS = ("every", "n_images")
@@ -76,13 +76,6 @@ def balanced_counts(n_images: int, num_classes: int) -> dict[int, int]:
     """``n_images`` split over the classes as evenly as possible (the first classes get the remainder)."""
     base, extra = divmod(int(n_images), int(num_classes))
     return {c: base + (1 if c < extra else 0) for c in range(int(num_classes))}
-
-
-def cap_images(images: np.ndarray, n: int, seed: int = SEED) -> np.ndarray:
-    """At most ``n`` of ``images``: all of them, or a seeded random subset kept in the original order."""
-    if len(images) <= n:
-        return images
-    return images[np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))]
 
 
 class FIDScorer:
@@ -154,11 +147,4 @@ def inception_feature_fn(status: dict, gen_name: str, device="auto") -> Inceptio
         f"torch-fidelity's weights file at config {WEIGHTS_KEY}) and rerun with `--forcerun inception_weights`, "
         f"or set generators.{gen_name}.{KEY}: null to keep the last training step"
     )
-    state = status.get("status")
-    if state != "ok":
-        raise PipelineError(f"config key generators.{gen_name}.{KEY} chooses the best step by FID, but the FID "
-                            f"Inception weights are unavailable ({state}); {fix}")
-    try:
-        return InceptionFeatures(status["weights"], device)
-    except InceptionUnavailable as exc:
-        raise PipelineError(f"config key generators.{gen_name}.{KEY}: {exc}; {fix}") from exc
+    return inception_from_status(status, f"generators.{gen_name}.{KEY} (the best step by FID)", fix, device)

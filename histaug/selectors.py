@@ -42,30 +42,25 @@ def head_selector(path, compute: dict, batch_size: int = 256):
 
     Images (uint8, N×H×W×3) are prepared exactly as the training loop prepares real images:
     resized to the generator's ``image_size`` (area averaging when shrinking) and scaled to
-    [-1, 1]. The discriminator runs in fp32 without augmentation; the labels it is called with
-    are zeros (a class head does not depend on them). A family whose discriminator returns no
-    class logits (e.g. ``cgan``'s projection discriminator) or that has no discriminator
-    (``cvae``) is an error.
+    [-1, 1]. The discriminator runs in fp32 without augmentation. It is the same network as the
+    ``<generator>_head`` classifier starts from (:func:`histaug.classify.head_source`); a family
+    without a class head (``cgan``'s projection discriminator, ``cvae``) is an error.
     """
     import torch
 
-    from .train_generator import load_discriminator, prepare_images, to_model_range
+    from .classify import NoClassHead, build_head_classifier, head_source
+    from .train_generator import prepare_images, to_model_range
 
     device = get_device(compute.get("device", "auto"))
     try:
-        discriminator = load_discriminator(path, device=device)
-    except PipelineError as exc:
-        raise PipelineError(f"config selection.selector='head' needs a generator with a discriminator class head: {exc}") from None
-    meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    family, image_size = meta["family"], int(meta["image_size"])
-    with torch.inference_mode():
-        probe = discriminator(torch.zeros(1, 3, image_size, image_size, device=device), torch.zeros(1, dtype=torch.long, device=device))
-    if probe.get("class_logits") is None:
+        head = head_source(path, digest=False)
+    except NoClassHead as exc:
         raise PipelineError(
-            f"config selection.selector='head': the discriminator of generator family {family!r} ({path}) has "
-            "no classification head; use selector: baseline or a family with a class head (hvitgan, medvitgan)"
-        )
-    num_classes = probe["class_logits"].shape[1]
+            f"config selection.selector='head': {path} has no classification head ({exc}); use selector: auto or "
+            "baseline, or a family with a class head (hvitgan, medvitgan)"
+        ) from None
+    model = build_head_classifier(head).to(device).eval()
+    image_size, num_classes = head["image_size"], head["num_classes"]
 
     def proba(images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
@@ -75,9 +70,7 @@ def head_selector(path, compute: dict, batch_size: int = 256):
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 x = to_model_range(prepare_images(images[start : start + batch_size], image_size, device))
-                labels = torch.zeros(len(x), dtype=torch.long, device=device)
-                logits = discriminator(x, labels)["class_logits"].float()
-                out[start : start + len(x)] = torch.softmax(logits, dim=1).cpu().numpy()
+                out[start : start + len(x)] = torch.softmax(model(x).float(), dim=1).cpu().numpy()
         return out
 
     return proba

@@ -68,11 +68,12 @@ from models.registry import GANParts, build_generator, require
 
 from .losses import AdversarialObjective, vae_loss
 from .model_selection import KEY as SELECTION_KEY
-from .model_selection import FIDScorer, cap_images, is_better, selection_settings
+from .model_selection import FIDScorer, is_better, selection_settings
 from .utils import (
     PipelineError,
     atomic_path,
     autocast,
+    cap_images,
     config_hash,
     get_device,
     get_logger,

@@ -76,6 +76,13 @@ def claim_gpu(count: int, lock_dir: str | os.PathLike | None = None) -> int:
     return 0
 
 
+def cap_images(images: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """At most ``n`` of ``images``: all of them, or a seeded random subset kept in the original order."""
+    if len(images) <= n:
+        return images
+    return images[np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))]
+
+
 def get_device(preference: str = "auto"):
     """`auto` picks CUDA when present, else CPU. `cpu`, `cuda`, `cuda:1`, `mps` are taken as given.
 

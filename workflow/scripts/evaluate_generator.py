@@ -1,7 +1,5 @@
 """Rule evaluate_generator: FID/KID (Inception and real-data classifier feature spaces), selection counts, and
 for GANs with a class head that head's test metrics as the GAN trained it (no fine-tuning)."""
-import numpy as np
-
 from histaug.classify import load_classifier, penultimate_features
 from histaug.fid import InceptionFeatures, extract_features, generation_metrics, load_features
 from histaug.io import read_images
@@ -10,7 +8,7 @@ from histaug.metrics import binary_metrics
 from histaug.rulekit import run_rule
 from histaug.selectors import load_selector
 from histaug.train_generator import checkpoint_step
-from histaug.utils import get_device, read_json, write_json
+from histaug.utils import cap_images, get_device, read_json, write_json
 
 
 def main(smk, log):
@@ -19,7 +17,7 @@ def main(smk, log):
     x_all, _ = read_images(smk.input.samples)
     x_sel, _ = read_images(smk.input.selected)
     cap = int(ev.get("max_images", 10000))
-    x = x_all if len(x_all) <= cap else x_all[np.sort(np.random.default_rng(0).choice(len(x_all), cap, replace=False))]
+    x = cap_images(x_all, cap, seed=0)
     real = {"inception": load_features(smk.input.real_inception)[0], "classifier": load_features(smk.input.real_classifier)[0]}
     kid = dict(kid_subset_size=int(ev.get("kid_subset_size", 1000)), kid_subsets=int(ev.get("kid_subsets", 100)), seed=0)
     bs = int(ev.get("batch_size", 64))
