@@ -110,6 +110,12 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     if config.get("data_dir") and not Path(config["data_dir"]).exists():
         raise PipelineError(f"config data_dir={config['data_dir']!r}: folder not found. Point data_dir at a Kaggle-layout "
                             "folder (images/ + labels.csv) or a folder with the PCam HDF5 files, or set it to null to use PCam.")
+    if config.get("data_dir"):
+        data_dir, results_dir = Path(config["data_dir"]).resolve(), Path(config["results_dir"]).resolve()
+        if results_dir.is_relative_to(data_dir):  # equal counts as inside
+            raise PipelineError(f"config results_dir={config['results_dir']!r} lies inside data_dir={config['data_dir']!r} "
+                                f"({results_dir} is in {data_dir}); data_dir is only ever read. Set results_dir to a "
+                                "folder outside data_dir.")
     return config
 
 

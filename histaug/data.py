@@ -6,7 +6,12 @@ Canonical output (results_dir/data/):
 
 Splits: PCam brings its own train/valid/test. Sources without splits (a Kaggle folder, or a
 sample drawn from one PCam split) get a seeded, stratified split.
-Input folders are only ever read.
+Input folders are only ever read, and only files that really lie inside data_dir (no symlinks out).
+
+Labels are integers 0..K-1 (K from config labels.classes, else the largest label + 1); anything
+else stops ingest naming the ids. When the data's own labels are used (labels.source data, or
+auto with more than one class), every class must reach the training split (and, for sources split
+here, every split). Images go through histaug.images.read_rgb (explicit per-mode conversion).
 """
 from __future__ import annotations
 
@@ -20,8 +25,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from .images import UnsupportedImage, read_rgb, summarize_conversions
 from .utils import PipelineError, atomic_path, file_digest, progress, write_csv
 
 SPLITS = ("train", "valid", "test")
@@ -143,20 +148,21 @@ def scan_folder(data_dir: str | os.PathLike) -> pd.DataFrame:
     data_dir = Path(data_dir)
     labels_csv = data_dir / "labels.csv"
     try:
-        table = pd.read_csv(labels_csv, dtype={"id": str})
+        table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
     except Exception as exc:  # pandas raises many kinds
         raise PipelineError(f"{labels_csv}: cannot be read as CSV ({exc})") from exc
     missing_cols = {"id", "label"} - set(table.columns)
     if missing_cols:
         raise PipelineError(f"{labels_csv}: missing column(s) {sorted(missing_cols)}; expected a header 'id,label' "
                             f"(found {list(table.columns)})")
+    if (table["id"].str.strip() == "").any():
+        lines = (np.flatnonzero(table["id"].str.strip() == "") + 2).tolist()
+        raise PipelineError(f"{labels_csv}: empty id on line(s) {lines[:5]}; every row needs the image's id (file name "
+                            "without extension)")
     if table["id"].duplicated().any():
         dup = table.loc[table["id"].duplicated(), "id"].tolist()
         raise PipelineError(f"{labels_csv}: duplicate ids, e.g. {dup[:5]}; each image must appear once")
-    bad = table[pd.to_numeric(table["label"], errors="coerce").isna()]
-    if len(bad):
-        raise PipelineError(f"{labels_csv}: non-numeric labels for ids {bad['id'].tolist()[:5]}; labels must be integers 0..K-1")
-    table["label"] = table["label"].astype(np.int64)
+    table["label"] = parse_int_labels(table["label"], table["id"].tolist(), str(labels_csv))
     image_dir = data_dir / "images"
     if not image_dir.is_dir():
         raise PipelineError(f"{image_dir}: folder not found; a Kaggle-layout data_dir holds images/<id>.jpg|png|tif")
@@ -175,24 +181,155 @@ def scan_folder(data_dir: str | os.PathLike) -> pd.DataFrame:
     if no_row:
         raise PipelineError(f"{image_dir}: {len(no_row)} image(s) have no row in {labels_csv}, e.g. {no_row[:5]}. "
                             "Add rows (id,label) for them or move them out of images/.")
+    check_inside(data_dir, [labels_csv] + [files[i] for i in table["id"]])
     table["path"] = [str(files[i]) for i in table["id"]]
     return table.reset_index(drop=True)
 
 
-def load_folder_images(paths: list[str], desc: str = "read images") -> np.ndarray:
-    """Read RGB images, checking each is 96x96; the error lists the first offending files."""
+def check_inside(data_dir: str | os.PathLike, paths) -> None:
+    """Reject files of data_dir (symlinks, or entries of a symlinked images/) that resolve outside it."""
+    data_dir = Path(data_dir)
+    root = data_dir.resolve()
+    outside = []
+    for p in paths:
+        target = Path(p).resolve()
+        if not target.is_relative_to(root):
+            try:
+                shown = Path(p).relative_to(data_dir)
+            except ValueError:
+                shown = Path(p)
+            outside.append(f"{shown} -> {target}")
+    if outside:
+        raise PipelineError(f"data_dir={str(data_dir)!r}: {len(outside)} file(s) are symlinks that point outside data_dir "
+                            f"({root}), e.g. {outside[:5]}. Only files inside data_dir are read: copy the files into "
+                            "data_dir, or point data_dir at the folder that really holds them.")
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def declared_classes(classes) -> tuple[int | None, list[str] | None]:
+    """config labels.classes -> (K, class names): null -> (None, None) (K = largest label + 1);
+    an integer K -> (K, None); a list of names -> (its length, the names)."""
+    if classes is None:
+        return None, None
+    if isinstance(classes, str) and classes.strip().isdigit():  # `--config labels='{classes: 3}'` gives text
+        classes = int(classes)
+    if isinstance(classes, bool) or not isinstance(classes, (int, np.integer, list, tuple)):
+        raise PipelineError(f"config labels.classes={classes!r}: expected null, an integer K or a list of class names")
+    if isinstance(classes, (list, tuple)):
+        names = [str(c) for c in classes]
+        if len(names) < 2 or len(set(names)) < len(names):
+            raise PipelineError(f"config labels.classes={classes!r}: a list needs at least two distinct class names")
+        return len(names), names
+    if int(classes) < 2:
+        raise PipelineError(f"config labels.classes={classes!r}: needs at least 2 classes")
+    return int(classes), None
+
+
+def parse_int_labels(values, ids: list[str], where: str) -> np.ndarray:
+    """Labels as int64, rejecting anything that is not a whole number >= 0 (1.5, -1, abc, empty, NaN)."""
+    text = pd.Series(list(values), dtype=object).map(lambda v: "" if v is None else str(v).strip())
+    num = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(num) | (num != np.floor(num)) | (num < 0) | (num > 2**31 - 1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        shown = [f"{ids[i]} ({text.iloc[i]!r})" for i in rows[:5]]
+        raise PipelineError(f"{where}: {len(rows)} label(s) are not integers 0..K-1: {', '.join(shown)}. "
+                            "Labels must be whole numbers 0, 1, ..., K-1 (no decimals, negatives, text or empty "
+                            "cells); fix those rows.")
+    return num.astype(np.int64)
+
+
+def check_label_values(labels: np.ndarray, ids, classes=None, where: str = "labels") -> int:
+    """Check labels are integers in 0..K-1 and return K (config labels.classes, else max label + 1)."""
+    labels = np.asarray(labels)
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise PipelineError(f"{where}: labels have dtype {labels.dtype}; they must be integers 0..K-1")
+    neg = np.flatnonzero(labels < 0)
+    if len(neg):
+        raise PipelineError(f"{where}: {len(neg)} negative label(s), ids {[ids[i] for i in neg[:5]]} "
+                            f"(values {labels[neg[:5]].tolist()}); labels must be integers 0..K-1, fix those rows.")
+    k_declared, _ = declared_classes(classes)
+    k = k_declared if k_declared is not None else (int(labels.max()) + 1 if labels.size else 0)
+    high = np.flatnonzero(labels >= k)
+    if len(high):
+        raise PipelineError(f"{where}: {len(high)} label(s) >= {k}, ids {[ids[i] for i in high[:5]]} (values "
+                            f"{labels[high[:5]].tolist()}), but config labels.classes={classes!r} declares {k} classes "
+                            f"(labels 0..{k - 1}). Fix those labels or set labels.classes to the real number of classes.")
+    return k
+
+
+def _k_origin(classes) -> str:
+    return "from config labels.classes" if classes is not None else "the largest label + 1; set labels.classes to declare it"
+
+
+def check_classes_present(labels: np.ndarray, k: int, classes=None, where: str = "training split") -> None:
+    """Every class 0..K-1 must occur in `labels` (the training split)."""
+    missing = sorted(set(range(k)) - set(np.unique(labels).tolist()))
+    if missing:
+        raise PipelineError(f"{where}: class(es) {missing} have no training images, but K={k} ({_k_origin(classes)}). "
+                            "Every class 0..K-1 must be present in the training split: add images of those classes, "
+                            "renumber the labels 0..K-1 without gaps, or correct labels.classes.")
+
+
+def check_classes_splittable(labels: np.ndarray, ids, k: int, fractions: dict, classes=None,
+                             where: str = "labels") -> None:
+    """For sources split here: every class 0..K-1 needs one image per split with a non-zero fraction."""
+    labels = np.asarray(labels)
+    parts = [n for n, f in fractions.items() if float(f) > 0]
+    need = len(parts)
+    short = []
+    for c in range(k):
+        rows = np.flatnonzero(labels == c)
+        if len(rows) < need:
+            short.append(f"class {c}: {len(rows)} image(s) (ids {[ids[i] for i in rows[:5]]})" if len(rows)
+                         else f"class {c}: no images")
+    if short:
+        raise PipelineError(f"{where}: every class 0..{k - 1} (K={k}, {_k_origin(classes)}) needs at least {need} "
+                            f"image(s), one for each split {parts} of config split.fractions, but {'; '.join(short)}. "
+                            "Add images of those classes, renumber the labels 0..K-1 without gaps, or correct "
+                            "labels.classes.")
+
+
+def uses_data_labels(labels_cfg: dict | None, labels: np.ndarray) -> bool:
+    """True when later stages train on the data's own labels (labels.source data, or auto with >1 class)."""
+    mode = (labels_cfg or {}).get("source", "data")
+    return mode == "data" or (mode == "auto" and len(np.unique(labels)) > 1)
+
+
+def load_folder_images(paths: list[str], desc: str = "read images", conversions: dict | None = None) -> np.ndarray:
+    """Read images as 96x96 RGB uint8 (histaug.images.read_rgb), checking each is 96x96.
+
+    Unsupported modes, unreadable files and wrong sizes are collected and reported in one error
+    listing the first offending files. `conversions`, when given, is filled with
+    {conversion note: [ids]} for every image whose pixels were converted (16-bit, alpha, CMYK, ...).
+    """
     out = np.empty((len(paths),) + PATCH_SHAPE, dtype=np.uint8)
-    wrong = []
+    wrong, rejected, unreadable = [], [], []
     for i, p in enumerate(progress(paths, desc=desc, unit="img")):
         try:
-            with Image.open(p) as im:
-                arr = np.asarray(im.convert("RGB"))
+            arr, note = read_rgb(p)
+        except UnsupportedImage as exc:
+            rejected.append(f"{Path(p).stem} ({exc.mode}: {exc.reason})")
+            continue
         except Exception as exc:
-            raise PipelineError(f"{p}: cannot be read as an image ({exc}); replace or remove it") from exc
+            unreadable.append(f"{Path(p).name} ({exc})")
+            continue
+        if note and conversions is not None:
+            conversions.setdefault(note, []).append(Path(p).stem)
         if arr.shape != PATCH_SHAPE:
             wrong.append(f"{Path(p).name} {arr.shape[1]}x{arr.shape[0]}")
             continue
         out[i] = arr
+    if rejected:
+        raise PipelineError(f"{len(rejected)} image(s) in {Path(paths[0]).parent} have a pixel format that cannot be "
+                            f"converted safely to 8-bit RGB, e.g. {rejected[:5]}; save them as 8-bit RGB PNG or JPEG "
+                            "(one frame each).")
+    if unreadable:
+        raise PipelineError(f"{len(unreadable)} file(s) in {Path(paths[0]).parent} cannot be read as images, e.g. "
+                            f"{unreadable[:5]}; replace or remove them.")
     if wrong:
         raise PipelineError(f"{len(wrong)} image(s) are not 96x96 RGB patches, e.g. {wrong[:5]}; PCam-style patches are "
                             "96x96 px. Crop or resize them before ingest.")
@@ -205,7 +342,9 @@ def load_folder_images(paths: list[str], desc: str = "read images") -> np.ndarra
 def stratified_split(labels: np.ndarray, fractions: dict, seed: int) -> dict[str, np.ndarray]:
     """Seeded, stratified split of positions 0..N-1 into the named parts (sorted indices per part).
 
-    Per class, counts are allocated by largest remainder so every part keeps the class ratio.
+    Per class, counts are allocated by largest remainder so every part keeps the class ratio. A class
+    with at least one image per part with a non-zero fraction gets at least one in each of them
+    (taken from the largest parts; the allocation is unchanged when every part already has one).
     """
     labels = np.asarray(labels)
     names = list(fractions)
@@ -217,7 +356,8 @@ def stratified_split(labels: np.ndarray, fractions: dict, seed: int) -> dict[str
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
-        counts = _allocate(len(idx), fr)
+        nonzero = fr > 0
+        counts = _allocate_min(len(idx), fr, 1 if len(idx) >= nonzero.sum() else 0, nonzero)
         start = 0
         for n, k in zip(names, counts):
             parts[n].append(idx[start:start + k])
@@ -234,8 +374,38 @@ def _allocate(n: int, fractions: np.ndarray) -> np.ndarray:
     return counts
 
 
-def stratified_subset(labels: np.ndarray, fraction: float | None, count: int | None, seed: int) -> np.ndarray:
-    """Seeded, stratified subset of positions; `count` (absolute) wins over `fraction`."""
+def _allocate_min(n: int, weights: np.ndarray, minimum: int, eligible: np.ndarray | None = None) -> np.ndarray:
+    """`_allocate`, but every eligible part gets at least `minimum` (needs n >= minimum x eligible parts).
+
+    Parts below the minimum are pinned to it and the rest is re-allocated over the others by weight,
+    until no part is below. When no part falls below the minimum the result is `_allocate`'s.
+    """
+    weights = np.asarray(weights, np.float64)
+    eligible = weights > 0 if eligible is None else np.asarray(eligible, bool)
+    counts = _allocate(n, weights)  # exactly the plain allocation (weights as the callers pass them)
+    if minimum <= 0 or np.all(counts[eligible] >= minimum):
+        return counts
+    pinned = np.zeros(len(weights), bool)
+    while True:
+        low = eligible & ~pinned & (counts < minimum)
+        if not low.any():
+            return counts
+        pinned |= low
+        rest = n - minimum * int(pinned.sum())
+        free = np.where(pinned, 0.0, weights)
+        share = free if free.sum() > 0 else np.where(pinned, weights, 0.0)
+        counts = _allocate(rest, share / share.sum()) + np.where(pinned, minimum, 0)
+
+
+def stratified_subset(labels: np.ndarray, fraction: float | None, count: int | None, seed: int,
+                      min_per_class: int = 1, ids=None) -> np.ndarray:
+    """Seeded, stratified subset of positions; `count` (absolute) wins over `fraction`.
+
+    Every class keeps at least `min_per_class` images (config subset.min_per_class): classes whose
+    proportional share falls below it are raised to it, the others give up the difference. With no
+    class below the minimum the allocation is the plain proportional one. `ids` (same order as
+    labels) only name images in error messages.
+    """
     labels = np.asarray(labels)
     n = len(labels)
     if count is not None:
@@ -247,7 +417,23 @@ def stratified_subset(labels: np.ndarray, fraction: float | None, count: int | N
     target = int(round(fraction * n)) if count is None else int(count)
     rng = np.random.default_rng(seed)
     classes, class_counts = np.unique(labels, return_counts=True)
-    want = _allocate(target, class_counts / n)
+    m = int(min_per_class)
+    short = [(c, k) for c, k in zip(classes.tolist(), class_counts.tolist()) if k < m]
+    if short:
+        def named(c):
+            rows = np.flatnonzero(labels == c)[:5]
+            return f" (ids {[ids[i] for i in rows]})" if ids is not None else ""
+        detail = "; ".join(f"class {c} has {k}{named(c)}" for c, k in short)
+        raise PipelineError(f"config subset.min_per_class={m}: the training split has fewer than {m} image(s) of some "
+                            f"class: {detail}. Lower subset.min_per_class to {min(k for _, k in short)} or add training "
+                            "images of that class.")
+    if target < m * len(classes):
+        key = f"subset.count={count}" if count is not None else f"subset.fraction={fraction}"
+        need = m * len(classes)
+        raise PipelineError(f"config {key} selects {target} of {n} training images, fewer than {len(classes)} classes x "
+                            f"subset.min_per_class={m} = {need}. Raise subset.count to at least {need} (or "
+                            f"subset.fraction to at least {need / n:.4g}), or lower subset.min_per_class.")
+    want = _allocate_min(target, class_counts / n, m)
     chosen = []
     for c, k in zip(classes, want):
         idx = np.flatnonzero(labels == c)
@@ -278,19 +464,31 @@ def _write_split(path: Path, x_source, rows: np.ndarray, y: np.ndarray, ids: lis
 def ingest(data_cfg: dict, out_dir: str | os.PathLike, log=None) -> pd.DataFrame:
     """Write results_dir/data/{split}.h5 and source_labels.csv from the configured source.
 
-    data_cfg keys: data_dir (None = PCam in pcam_dir), pcam_dir, pcam.sample, split.{fractions,seed}.
+    data_cfg keys: data_dir (None = PCam in pcam_dir), pcam_dir, pcam.sample, split.{fractions,seed},
+    labels.{source,classes} (optional; default: the data's own labels, K = largest label + 1).
     """
     out_dir = Path(out_dir)
     data_dir = data_cfg.get("data_dir")
     source_dir = Path(data_dir) if data_dir else Path(data_cfg["pcam_dir"])
     fmt = detect_format(source_dir) if data_dir else "pcam"
     split_cfg = data_cfg["split"]
+    labels_cfg = data_cfg.get("labels") or {}
+    classes = labels_cfg.get("classes")
+    fractions = split_cfg["fractions"]
+    n_parts = sum(1 for f in fractions.values() if float(f) > 0)
     rows_out = []
+    conversions: dict[str, list[str]] = {}
+    if data_dir and fmt == "pcam":
+        check_inside(source_dir, [source_dir / pcam_filename(s, k) for s in SPLITS for k in "xy"])
 
     if fmt == "folder":
         table = scan_folder(source_dir)
-        parts = stratified_split(table["label"].to_numpy(), split_cfg["fractions"], split_cfg["seed"])
-        x_all = load_folder_images(table["path"].tolist(), desc=f"read {source_dir.name}")
+        labels, ids = table["label"].to_numpy(), table["id"].tolist()
+        k = check_label_values(labels, ids, classes, str(source_dir / "labels.csv"))
+        if uses_data_labels(labels_cfg, labels):
+            check_classes_splittable(labels, ids, k, fractions, classes, str(source_dir / "labels.csv"))
+        parts = stratified_split(labels, fractions, split_cfg["seed"])
+        x_all = load_folder_images(table["path"].tolist(), desc=f"read {source_dir.name}", conversions=conversions)
         for split in SPLITS:
             idx = parts[split]
             sub = table.iloc[idx]
@@ -303,13 +501,27 @@ def ingest(data_cfg: dict, out_dir: str | os.PathLike, log=None) -> pd.DataFrame
         if sample:
             x_ds, y, fx = open_pcam_split(source_dir, sample["split"])
             try:
-                picked = stratified_subset(y, None, int(sample["n"]), int(sample.get("seed", 0)))
+                where = str(source_dir / pcam_filename(sample["split"], "y"))
+                pool_ids = [f"pcam_{sample['split']}_{i}" for i in range(len(y))]
+                k = check_label_values(y, pool_ids, classes, where)
+                used = uses_data_labels(labels_cfg, y)
+                n = int(sample["n"])
+                if n > len(y):
+                    raise PipelineError(f"config pcam.sample.n={n}: the PCam {sample['split']} split has only {len(y)} "
+                                        "images; lower pcam.sample.n")
+                if used:
+                    check_classes_splittable(y, pool_ids, k, fractions, classes, where)
+                    if n < k * n_parts:
+                        raise PipelineError(f"config pcam.sample.n={n}: {k} classes x {n_parts} splits need at least "
+                                            f"{k * n_parts} images (one per class in every split); raise pcam.sample.n")
+                picked = stratified_subset(y, None, n, int(sample.get("seed", 0)),
+                                           min_per_class=n_parts if used else 0, ids=pool_ids)
                 x_mem = x_ds[picked]  # increasing indices, one read
                 y_mem = y[picked]
                 ids = [f"pcam_{sample['split']}_{i}" for i in picked]
             finally:
                 fx.close()
-            parts = stratified_split(y_mem, split_cfg["fractions"], split_cfg["seed"])
+            parts = stratified_split(y_mem, fractions, split_cfg["seed"])
             for split in SPLITS:
                 idx = parts[split]
                 _write_split(out_dir / f"{split}.h5", x_mem, idx, y_mem[idx], [ids[i] for i in idx], f"write {split}")
@@ -317,6 +529,19 @@ def ingest(data_cfg: dict, out_dir: str | os.PathLike, log=None) -> pd.DataFrame
                                               "id": [ids[i] for i in idx], "source_label": y_mem[idx]}))
             source = f"PCam {sample['split']} split, stratified sample of {sample['n']} (seed {sample.get('seed', 0)})"
         else:
+            ys = {}
+            for split in SPLITS:  # labels first: check them all before writing anything
+                _, ys[split], fx = open_pcam_split(source_dir, split)
+                fx.close()
+            k = None
+            if classes is None:  # K from the largest label over all splits
+                k = int(max((y.max() for y in ys.values() if len(y)), default=-1)) + 1
+            for split, y in ys.items():
+                where = str(source_dir / pcam_filename(split, "y"))
+                check_label_values(y, [f"pcam_{split}_{i}" for i in range(len(y))], classes if k is None else k, where)
+            k = k if k is not None else declared_classes(classes)[0]
+            if uses_data_labels(labels_cfg, ys["train"]):
+                check_classes_present(ys["train"], k, classes, str(source_dir / pcam_filename("train", "y")))
             for split in SPLITS:
                 x_ds, y, fx = open_pcam_split(source_dir, split)
                 try:
@@ -333,6 +558,8 @@ def ingest(data_cfg: dict, out_dir: str | os.PathLike, log=None) -> pd.DataFrame
             raise PipelineError(f"split {split!r} came out empty; the data has too few images for config split.fractions")
     write_csv(table, out_dir / "source_labels.csv")
     if log:
+        for line in summarize_conversions(conversions):
+            log.warning("%s", line)
         counts = table.groupby(["split", "source_label"]).size().to_dict()
         log.info("ingested %s: %s", source, counts)
     return table

@@ -3,7 +3,10 @@
 labels.csv columns: split, index, id, source_label, nuclear_density, density_level, label
   `label` is the class used downstream: the data's own label (labels.source = data) or the derived
   nuclear-density class (labels.source = derived; `auto` derives when the data has a single class).
-labels.json records the choice, the fitted median / level edges and the class names.
+labels.json records the choice, the fitted median / level edges, the class names and num_classes K.
+With the data's labels, K and the names come from config labels.classes (null: K = largest label
++ 1; an integer K; or a list of names, K = its length); unnamed classes are PCam's
+["normal", "tumour"] when K = 2, else "class 0", "class 1", ...
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import attributes
+from .data import check_classes_present, check_label_values, declared_classes
 from .io import read_images
 from .utils import PipelineError, progress, write_csv, write_json
 
@@ -49,8 +53,10 @@ def build_label_table(source_labels_csv, split_files: dict, labels_cfg: dict, ou
                                 f"({sorted(table.loc[train, 'source_label'].unique())}); a classifier cannot be trained. "
                                 "Set labels.source to 'derived' or 'auto'.")
         table["label"] = table["source_label"]
-        k = int(table["label"].max()) + 1
-        class_names = PCAM_CLASS_NAMES if k == 2 else [f"class {i}" for i in range(k)]
+        classes = labels_cfg.get("classes")
+        k = check_label_values(table["label"].to_numpy(), table["id"].tolist(), classes, str(source_labels_csv))
+        check_classes_present(table.loc[train, "label"].to_numpy(), k, classes, f"{source_labels_csv} (train)")
+        class_names = data_class_names(k, classes)
         note = "Labels are the data's own labels."
     else:
         raise PipelineError(f"config labels.source={mode!r}: expected data, derived or auto")
@@ -62,6 +68,14 @@ def build_label_table(source_labels_csv, split_files: dict, labels_cfg: dict, ou
     write_json({"label_source": mode, "class_names": class_names, "num_classes": len(class_names),
                 "label_note": note, "train_median_density": median, "density_level_edges": edges.tolist()}, out_json)
     return table
+
+
+def data_class_names(k: int, classes=None) -> list[str]:
+    """Names of the data's K classes: labels.classes when it is a list, else PCam's for K = 2."""
+    _, names = declared_classes(classes)
+    if names is not None:
+        return list(names)
+    return list(PCAM_CLASS_NAMES) if k == 2 else [f"class {i}" for i in range(k)]
 
 
 def load_split_labels(labels_csv, split: str) -> np.ndarray:

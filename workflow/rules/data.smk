@@ -40,6 +40,7 @@ rule ingest:
         pcam_dir=config["pcam_dir"],
         pcam=config["pcam"],
         split=config["split"],
+        labels=config["labels"],
     log:
         f"{R}/logs/ingest.log",
     benchmark:

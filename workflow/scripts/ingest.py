@@ -7,7 +7,7 @@ from histaug.rulekit import run_rule
 
 def main(smk, log):
     cfg = {"data_dir": smk.params.data_dir, "pcam_dir": smk.params.pcam_dir, "pcam": smk.params.pcam,
-           "split": smk.params.split}
+           "split": smk.params.split, "labels": smk.params.labels}
     ingest(cfg, Path(smk.output.table).parent, log)
 
 

@@ -10,7 +10,8 @@ def main(smk, log):
     cfg = smk.params.subset
     table = pd.read_csv(smk.input[0], dtype={"id": str})
     train = table[table["split"] == "train"].sort_values("index")
-    rows = stratified_subset(train["label"].to_numpy(), cfg.get("fraction"), cfg.get("count"), int(cfg["seed"]))
+    rows = stratified_subset(train["label"].to_numpy(), cfg.get("fraction"), cfg.get("count"), int(cfg["seed"]),
+                             min_per_class=int(cfg.get("min_per_class", 1)), ids=train["id"].tolist())
     chosen = train.iloc[rows][["index", "id", "label"]]
     write_csv(chosen, smk.output[0])
     log.info("subset: %d of %d training images, per class %s", len(chosen), len(train),
