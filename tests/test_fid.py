@@ -1,9 +1,16 @@
 """FID / KID: weight conversion, feature extraction and the metric formulas."""
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
+import pathlib
+import subprocess
+import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +19,8 @@ import torch
 
 from histaug import fid
 from histaug.utils import PipelineError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +117,167 @@ def test_unusable_weights_raise_inception_unavailable(tmp_path):
     torch.save({"fc.weight": torch.zeros(3)}, bad)
     with pytest.raises(fid.InceptionUnavailable, match="evaluation.inception.weights"):
         fid.InceptionFeatures(bad, device="cpu")
+
+
+# --------------------------------------------------------------------------- trusting a weights file
+
+
+class _TouchOnUnpickle:
+    """Unpickling this object creates ``marker``: the kind of code a crafted weights file can run."""
+
+    def __init__(self, marker):
+        self.marker = pathlib.Path(marker)
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _crafted_pickle(built, path, marker) -> Path:
+    """The genuine tensors plus one object whose unpickling creates ``marker``."""
+    state = torch.load(built, weights_only=True)
+    torch.save({**state, "Mixed_7c.extra": _TouchOnUnpickle(marker)}, path)
+    return path
+
+
+def _perturbed(built, path, drop_num_batches_tracked: bool = False) -> Path:
+    """Tensors only, the right keys and shapes, but not the bytes the rule builds."""
+    state = torch.load(built, weights_only=True)
+    state["Conv2d_1a_3x3.conv.weight"] = state["Conv2d_1a_3x3.conv.weight"] + 1e-3
+    if drop_num_batches_tracked:
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, path)
+    return path
+
+
+def _cfg(weights, trusted=()) -> dict:
+    return {"weights": str(weights), "fid_helper_checkpoint": "auto", "trusted_sha256": list(trusted)}
+
+
+def test_crafted_pickle_is_refused_everywhere_and_never_run(tmp_path, built_weights):
+    _, built = built_weights
+    marker = tmp_path / "code-was-run"
+    weights = _crafted_pickle(built, tmp_path / "weights.pth", marker)
+    digest = _sha256(weights)
+
+    with pytest.raises(PipelineError) as err:  # unknown hash: refused before it is opened as a pickle
+        fid.resolve_inception_weights(_cfg(weights))
+    assert not isinstance(err.value, fid.InceptionUnavailable)  # an error, never a silent n/a
+    msg = str(err.value)
+    assert str(weights) in msg and digest in msg and fid.TRUSTED_KEY in msg and "delete it" in msg
+    with pytest.raises(PipelineError) as err:  # even a listed hash does not make it loadable
+        fid.resolve_inception_weights(_cfg(weights, [digest]))
+    assert not isinstance(err.value, fid.InceptionUnavailable)
+    assert str(weights) in str(err.value) and "plain tensors" in str(err.value)
+    with pytest.raises(fid.InceptionUnavailable, match="plain tensors"):
+        fid.InceptionFeatures(weights, device="cpu")
+    with pytest.raises(fid.InceptionUnavailable, match="plain tensors"):
+        fid.InceptionFeatures(weights, device="cpu", sha256=digest)
+    with pytest.raises(PipelineError, match="plain tensors"):
+        fid.inception_from_status({"status": "ok", "weights": str(weights), "sha256": digest}, "k", "fix", "cpu")
+    assert not marker.exists()
+
+    # the file really is hostile: an unrestricted torch.load (what torch-fidelity does) runs its code
+    canary = tmp_path / "canary"
+    torch.load(_crafted_pickle(built, tmp_path / "canary.pth", canary), weights_only=False)
+    assert canary.exists()
+
+
+def test_rule_script_stops_on_a_crafted_pickle(tmp_path, built_weights):
+    """The rule itself (its script under a stand-in `snakemake` object) fails instead of writing n/a."""
+    _, built = built_weights
+    marker = tmp_path / "code-was-run"
+    weights = _crafted_pickle(built, tmp_path / "weights.pth", marker)
+    status, log = tmp_path / "metrics" / "inception.json", tmp_path / "inception_weights.log"
+    code = textwrap.dedent(f"""
+        import runpy, sys, types
+        sys.path.insert(0, {str(REPO)!r})
+        smk = types.SimpleNamespace(
+            params=types.SimpleNamespace(inception={_cfg(weights)!r}), output=[{str(status)!r}],
+            log=[{str(log)!r}], rule="inception_weights", threads=1)
+        runpy.run_path({str(REPO / "workflow" / "scripts" / "inception_weights.py")!r}, init_globals={{"snakemake": smk}})
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert _sha256(weights) in out.stderr and fid.TRUSTED_KEY in out.stderr
+    assert not status.exists() and not marker.exists()
+
+
+def test_unknown_tensor_file_is_refused_until_its_hash_is_trusted(tmp_path, built_weights):
+    _, built = built_weights
+    weights = _perturbed(built, tmp_path / "official.pth")
+    digest = _sha256(weights)
+    with pytest.raises(PipelineError) as err:
+        fid.resolve_inception_weights(_cfg(weights))
+    msg = str(err.value)
+    assert not isinstance(err.value, fid.InceptionUnavailable)
+    assert str(weights) in msg and digest in msg and "delete it" in msg and fid.TRUSTED_KEY in msg
+    assert "sha256sum" in msg and fid.TORCH_FIDELITY_WEIGHTS_URL in msg
+
+    status = fid.resolve_inception_weights(_cfg(weights, ["0" * 64, digest.upper()]))
+    assert status["status"] == "ok" and status["sha256"] == digest and status["weights"] == str(weights)
+    assert fid.TRUSTED_KEY in status["source"]
+    net = fid.inception_from_status(status, "k", "fix", "cpu")
+    assert net(np.zeros((1, 16, 16, 3), np.uint8)).shape == (1, 2048)
+
+    with pytest.raises(PipelineError, match=r"evaluation\.inception\.trusted_sha256\[0\]"):
+        fid.resolve_inception_weights(_cfg(weights, ["not-a-digest"]))
+
+
+def test_trusted_file_may_lack_num_batches_tracked(tmp_path, built_weights):
+    _, built = built_weights
+    weights = _perturbed(built, tmp_path / "w.pth", drop_num_batches_tracked=True)
+    status = fid.resolve_inception_weights(_cfg(weights, [_sha256(weights)]))
+    assert status["status"] == "ok"
+
+
+def test_missing_file_is_built_and_a_rebuilt_copy_is_recognised(tmp_path, built_weights):
+    _, built = built_weights
+    weights = tmp_path / "inception" / "w.pth"
+    status = fid.resolve_inception_weights(_cfg(weights))
+    assert status["status"] == "ok" and status["source"].startswith("built from")
+    assert status["sha256"] == _sha256(weights) == _sha256(built)  # byte-deterministic build
+    assert json.loads(fid.sidecar_path(weights).read_text())["sha256"] == status["sha256"]
+    again = fid.resolve_inception_weights(_cfg(weights))  # now an existing file: same bytes as a fresh build
+    assert again["sha256"] == status["sha256"] and "identical to the build" in again["source"]
+
+
+def test_file_swapped_after_the_rule_ran_is_refused(tmp_path, built_weights):
+    _, built = built_weights
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(built.read_bytes())
+    status = fid.resolve_inception_weights(_cfg(weights))
+    fid.InceptionFeatures(weights, device="cpu", sha256=status["sha256"])  # unchanged: fine
+
+    _perturbed(built, weights)  # swapped for other (even well-formed) tensors
+    with pytest.raises(PipelineError) as err:
+        fid.InceptionFeatures(weights, device="cpu", sha256=status["sha256"])
+    msg = str(err.value)
+    assert str(weights) in msg and status["sha256"] in msg and _sha256(weights) in msg
+    assert "--forcerun inception_weights" in msg
+    with pytest.raises(PipelineError, match=r"config generators\.g\.model_selection: .*changed since"):
+        fid.inception_from_status(status, "generators.g.model_selection", "fix", "cpu")
+    with pytest.raises(PipelineError, match="records no sha256"):
+        fid.inception_from_status({"status": "ok", "weights": str(weights)}, "k", "fix", "cpu")
+
+
+def test_torch_fidelity_only_unpickles_our_own_buffer(tmp_path, built_weights, monkeypatch):
+    _, built = built_weights
+    calls = []
+    real_load = torch.load
+
+    def spy(f, *args, **kwargs):
+        calls.append((f, kwargs.get("weights_only")))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    fid.InceptionFeatures(built, device="cpu")
+    assert all(isinstance(f, io.BytesIO) for f, _ in calls)  # never the path itself
+    # first the user's bytes, weights only; then torch-fidelity's unrestricted load of our re-serialisation
+    assert [weights_only for _, weights_only in calls] == [True, False]
 
 
 # --------------------------------------------------------------------------- feature plumbing
