@@ -59,7 +59,8 @@ def run_case(arch: str, image_size: int, mode: str, batch: int, steps: int, warm
     import yaml
 
     from histaug.classify import GAN_MEAN, GAN_STD, IMAGENET_MEAN, IMAGENET_STD, build_classifier, build_head_classifier
-    from histaug.classify import make_optimizer, to_model_input, train_step
+    from histaug.classifier_training import make_optimizer, train_step
+    from histaug.classify import to_model_input
     from histaug.config import head_generator
     from histaug.utils import set_threads
 

@@ -33,7 +33,8 @@ def measure(name: str, args) -> dict:
     import torch
     import yaml
 
-    from histaug.train_generator import BatchSampler, build_trainer, prepare_images, to_model_range
+    from histaug.gan_trainers import build_trainer
+    from histaug.train_generator import BatchSampler, prepare_images, to_model_range
     from histaug.utils import seed_everything, set_threads
     from models import build_generator
 

@@ -1,31 +1,24 @@
-"""Downstream classifiers: ResNet34, ResNet50-CBAM and DenseNet169 (timm), trained from uint8 patches,
-and the class heads of ViT GAN discriminators (``<generator>_head``, HViTGAN Table 1 "Cls Head").
+"""Downstream classifiers: ResNet34, ResNet50-CBAM and DenseNet169 (timm), and the class heads of ViT
+GAN discriminators (``<generator>_head``, HViTGAN Table 1 "Cls Head"): construction, local weights,
+the input pipeline, inference and loading.
 
-`train_classifier` is the one training loop used for every (variant, architecture, seed) run and
-for the selector / feature-space classifier. It keeps the epoch with the best validation AUC,
-writes `model.pt` (weights + metadata) and `history.csv`, and can resume an interrupted run from
-`state/last.pt`. `predict_proba` and `penultimate_features` read images the way training did
-(same size, same normalisation), using the metadata stored beside the weights.
+Training lives in :mod:`histaug.classifier_training`. `predict_proba` and `penultimate_features`
+read images the way training did (same size, same normalisation), using the metadata stored
+beside the weights in `model.pt`. A `model.pt` whose weights are not finite is refused.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
-import math
-import shutil
-import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import SingleClassWarning, macro_auc
-from .utils import PipelineError, atomic_path, autocast, config_hash, get_device, get_logger, progress, seed_everything, write_csv
+from .guard import nonfinite_tensors
+from .utils import PipelineError, autocast, get_device
 
 __all__ = [
     "ARCHS",
@@ -33,9 +26,6 @@ __all__ = [
     "IMAGENET_STD",
     "build_classifier",
     "to_model_input",
-    "make_optimizer",
-    "train_step",
-    "train_classifier",
     "load_classifier",
     "predict_proba",
     "penultimate_features",
@@ -60,7 +50,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 GAN_MEAN = (0.5, 0.5, 0.5)
 GAN_STD = (0.5, 0.5, 0.5)
 
-STATE_FORMAT = 1
 
 
 # --------------------------------------------------------------------------- model construction
@@ -125,11 +114,11 @@ def head_source(checkpoint_path: str | Path, digest: bool = True) -> dict:
     """
     from models import families_with_class_head
 
-    from .train_generator import _read_checkpoint
+    from .generator_checkpoint import read_checkpoint
     from .utils import file_digest
 
     path = Path(checkpoint_path)
-    ckpt = _read_checkpoint(path)
+    ckpt = read_checkpoint(path)
     if ckpt.get("family") not in families_with_class_head() or "discriminator_state" not in ckpt:
         raise NoClassHead(f"{path}: generator family {ckpt.get('family')!r} has no discriminator class head "
                             f"(config downstream.head_classifiers needs one of {families_with_class_head()})")
@@ -272,41 +261,6 @@ def to_model_input(
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW over all parameters, using the fused kernel where torch provides one.
-
-    On CPU the fused update is about 4x faster than the per-tensor loop (about 60 ms less per
-    step for ResNet34), which matters at small image sizes where the update is a large share.
-    """
-    try:
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-
-
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    precision: str = "fp32",
-    scaler: torch.amp.GradScaler | None = None,
-) -> torch.Tensor:
-    """One cross-entropy optimisation step under the requested autocast; returns the detached loss."""
-    optimizer.zero_grad(set_to_none=True)
-    with autocast(x.device, precision):
-        logits = model(x)
-    loss = F.cross_entropy(logits.float(), y)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-    return loss.detach()
-
-
 def _precision(compute: dict | None, stage: str) -> str:
     prec = (compute or {}).get("precision", "fp32")
     if isinstance(prec, dict):
@@ -355,7 +309,7 @@ def _features_head(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _prepare_inference(model: nn.Module, compute: dict | None, precision: str | None) -> tuple[str, bool]:
     if compute is not None:
-        model.to(get_device(compute.get("device", "auto")))
+        model.to(get_device(compute))
     channels_last = bool((compute or {}).get("channels_last", False))
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -399,11 +353,6 @@ def penultimate_features(
 # --------------------------------------------------------------------------- persistence
 
 
-def _save_torch(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def load_classifier(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
     """Load a `model.pt` written by `train_classifier`; returns (model in eval mode, meta).
 
@@ -418,6 +367,11 @@ def load_classifier(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
         state = payload["state_dict"]
     except Exception as exc:
         raise PipelineError(f"{path}: not a classifier file written by train_classifier ({exc})") from exc
+    bad = nonfinite_tensors(state.items())
+    if bad:
+        raise PipelineError(f"{path}: {sum(c for _, c, _ in bad)} non-finite weight(s) (first in {bad[0][0]}): the "
+                            "classifier diverged during training; retrain it (lower downstream.lr, or "
+                            "compute.precision.downstream: fp32)")
     if meta.get("head"):
         model = build_head_classifier(meta["head"])
     else:
@@ -426,301 +380,3 @@ def load_classifier(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
     model.to(get_device(device) if isinstance(device, str) else device)
     model.eval()
     return model, meta
-
-
-def _fingerprint(*arrays: np.ndarray) -> str:
-    h = hashlib.sha1()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()[:16]
-
-
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-
-
-# --------------------------------------------------------------------------- training
-
-
-def train_classifier(
-    arch: str,
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    valid_x: np.ndarray,
-    valid_y: np.ndarray,
-    cfg: dict,
-    compute: dict,
-    seed: int,
-    out_dir: str | Path,
-    log=None,
-    *,
-    num_classes: int | None = None,
-    stop_after: int | None = None,
-    keep_state: bool = False,
-    head: dict | None = None,
-) -> dict:
-    """Train one classifier and keep the epoch with the best validation score.
-
-    cfg (config `downstream:`): image_size, epochs, batch_size, lr, weight_decay, augment,
-    pretrained (arch -> local weights file). compute (config `compute:`): device,
-    channels_last, precision.downstream (fp32 | bf16 | fp16).
-
-    The validation score is AUC (macro one-vs-rest for more than two classes), or accuracy when
-    the validation set holds a single class; ties keep the earlier epoch. Writes
-    out_dir/model.pt and out_dir/history.csv atomically. out_dir/state/last.pt is refreshed
-    after every epoch; a rerun with the same data and settings continues from it. It is removed
-    once model.pt is written unless `keep_state`. `stop_after` ends the call after that many
-    completed epochs without writing model.pt (time-boxed jobs); call again to continue.
-
-    `head` (from :func:`head_source`) trains a GAN discriminator's class head instead of a timm
-    network (arch ``<generator>_head``): it starts from the GAN-trained weights, sees images in
-    [-1, 1] at the generator's resolution and uses ``cfg["head_lr"]`` (default ``lr``).
-
-    Returns a summary dict: finished, best_epoch, valid_auc, valid_acc, selection_metric,
-    epochs_completed, resumed_from_epoch, model_path, history_path, seconds.
-    """
-    log = log or get_logger()
-    if head is None:
-        timm_name, _ = _timm_spec(arch)
-    else:
-        timm_name = f"{head['family']} discriminator of generator {head['generator']}"
-    train_x, train_y = _check_images(train_x, train_y, "training set")
-    valid_x, valid_y = _check_images(valid_x, valid_y, "validation set")
-    if len(train_x) < 2:
-        raise PipelineError(f"training set: {len(train_x)} images; need at least 2")
-    if len(valid_x) < 1:
-        raise PipelineError("validation set is empty; the best epoch is chosen on it")
-    if num_classes is None:
-        num_classes = max(2, int(max(train_y.max(), valid_y.max())) + 1)
-    if max(train_y.max(), valid_y.max()) >= num_classes:
-        raise PipelineError(f"labels exceed num_classes={num_classes}")
-
-    image_size = int(cfg.get("image_size") or train_x.shape[1])
-    epochs = int(cfg["epochs"])
-    batch_size = int(cfg["batch_size"])
-    lr = float(cfg["lr"])
-    weight_decay = float(cfg.get("weight_decay", 0.0))
-    augment = bool(cfg.get("augment", False))
-    pretrained = (cfg.get("pretrained") or {}).get(arch)
-    norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    if head is not None:
-        image_size, pretrained = int(head["image_size"]), None
-        lr = float(cfg.get("head_lr") or lr)
-        norm = {"mean": list(GAN_MEAN), "std": list(GAN_STD)}
-        if num_classes is not None and int(head["num_classes"]) != int(num_classes):
-            raise PipelineError(f"{arch}: the discriminator has {head['num_classes']} classes, the data {num_classes}")
-        num_classes = int(head["num_classes"])
-    device = get_device(compute.get("device", "auto"))
-    precision = _precision(compute, "downstream")
-    autocast(device, precision)  # validates the precision name for this device
-    channels_last = bool(compute.get("channels_last", False))
-    if epochs < 1 or batch_size < 1:
-        raise PipelineError(f"config downstream.epochs={epochs} and downstream.batch_size={batch_size} must be >= 1")
-
-    out_dir = Path(out_dir)
-    state_path = out_dir / "state" / "last.pt"
-    model_path = out_dir / "model.pt"
-    history_path = out_dir / "history.csv"
-
-    n_valid_classes = len(np.unique(valid_y))
-    selection = "auc" if n_valid_classes >= 2 else "accuracy"
-    if selection == "accuracy":
-        log.warning(
-            f"{arch} seed {seed}: the validation set holds a single class, so AUC is undefined; "
-            "the best epoch is chosen by validation accuracy"
-        )
-
-    run_hash = config_hash(
-        {
-            "format": STATE_FORMAT,
-            "arch": arch,
-            "num_classes": num_classes,
-            "image_size": image_size,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "augment": augment,
-            "pretrained": str(pretrained) if pretrained else None,
-            "head": head["digest"] if head is not None else None,
-            "precision": precision,
-            "channels_last": channels_last,
-            "device": device.type,
-            "seed": int(seed),
-            "data": _fingerprint(train_x, train_y, valid_x, valid_y),
-        }
-    )
-
-    seed_everything(int(seed))
-    model = (build_head_classifier(head) if head is not None else build_classifier(arch, num_classes, pretrained)).to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, lr, weight_decay)
-    n = len(train_x)
-    # A trailing batch of one image is dropped: BatchNorm cannot train on a single sample.
-    steps_per_epoch = n // batch_size + (1 if n % batch_size >= 2 else 0)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    generator = torch.Generator().manual_seed(int(seed))
-
-    history: list[dict] = []
-    best = {"metric": -math.inf, "epoch": None, "auc": float("nan"), "acc": float("nan"), "state": None}
-    start_epoch = 0
-    if state_path.is_file():
-        start_epoch = _try_resume(
-            state_path, run_hash, model, optimizer, scheduler, scaler, generator, history, best, log, arch, seed
-        )
-    resumed_from = start_epoch
-
-    eval_meta = {"image_size": image_size, "normalisation": norm}
-    train_images = torch.from_numpy(train_x)
-    train_labels = torch.from_numpy(train_y)
-    t_run = time.perf_counter()
-
-    for epoch in range(start_epoch, epochs):
-        if stop_after is not None and epoch >= stop_after:
-            break
-        t0 = time.perf_counter()
-        model.train()
-        perm = torch.randperm(n, generator=generator)
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        seen = 0
-        bar = progress(range(steps_per_epoch), desc=f"{arch} seed {seed} epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
-        for step in bar:
-            idx = perm[step * batch_size : (step + 1) * batch_size]
-            x = to_model_input(
-                train_images[idx], image_size, norm["mean"], norm["std"], device, channels_last,
-                augment_generator=generator if augment else None,
-            )
-            y = train_labels[idx].to(device)
-            loss = train_step(model, optimizer, x, y, precision, scaler)
-            scheduler.step()
-            loss_sum += loss.double().cpu() * len(idx)
-            seen += len(idx)
-        bar.close()
-        train_loss = float(loss_sum / max(seen, 1))
-
-        prob = _batched(model, eval_meta, valid_x, max(2 * batch_size, 64), precision, channels_last, _softmax_head)
-        valid_auc, valid_acc = _validation_scores(valid_y, prob, selection)
-        metric = valid_auc if selection == "auc" else valid_acc
-        is_best = math.isfinite(metric) and metric > best["metric"]
-        if is_best:
-            best.update(metric=metric, epoch=epoch + 1, auc=valid_auc, acc=valid_acc, state=_cpu_state(model))
-        seconds = time.perf_counter() - t0
-        history.append(
-            {"epoch": epoch + 1, "train_loss": train_loss, "valid_auc": valid_auc, "valid_acc": valid_acc, "seconds": seconds}
-        )
-        log.info(
-            f"{arch} seed {seed} epoch {epoch + 1}/{epochs}: train_loss={train_loss:.4f} valid_auc={valid_auc:.4f} "
-            f"valid_acc={valid_acc:.4f} ({seconds:.1f}s){' best' if is_best else ''}"
-        )
-        _save_torch(
-            {
-                "format": STATE_FORMAT,
-                "config_hash": run_hash,
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "best": dict(best),
-                "history": list(history),
-            },
-            state_path,
-        )
-
-    completed = len(history)
-    summary = {
-        "arch": arch,
-        "seed": int(seed),
-        "finished": completed >= epochs,
-        "epochs_completed": completed,
-        "resumed_from_epoch": resumed_from,
-        "best_epoch": best["epoch"],
-        "valid_auc": best["auc"],
-        "valid_acc": best["acc"],
-        "selection_metric": selection,
-        "model_path": str(model_path),
-        "history_path": str(history_path),
-        "seconds": time.perf_counter() - t_run,
-    }
-    if completed < epochs:
-        log.info(f"{arch} seed {seed}: stopped after epoch {completed}/{epochs}; rerun to continue from {state_path}")
-        return summary
-    if best["state"] is None:
-        raise PipelineError(
-            f"{arch} seed {seed}: no epoch gave a finite validation {selection} (training diverged); "
-            "lower config downstream.lr or use compute.precision.downstream: fp32"
-        )
-
-    meta = {
-        "arch": arch,
-        "timm_name": timm_name,
-        "num_classes": int(num_classes),
-        "image_size": image_size,
-        "best_epoch": int(best["epoch"]),
-        "valid_auc": float(best["auc"]),
-        "valid_acc": float(best["acc"]),
-        "selection_metric": selection,
-        "normalisation": norm,
-        "seed": int(seed),
-        "epochs": epochs,
-        "train_size": int(n),
-        "train_class_counts": np.bincount(train_y, minlength=num_classes).tolist(),
-        "precision": precision,
-        "pretrained": str(pretrained) if pretrained else None,
-        "head": {k: head[k] for k in ("generator", "family", "config", "num_classes", "image_size", "digest")} if head else None,
-        "lr": lr,
-        "config_hash": run_hash,
-    }
-    _save_torch({"state_dict": best["state"], "meta": meta}, model_path)
-    write_csv(pd.DataFrame(history, columns=["epoch", "train_loss", "valid_auc", "valid_acc", "seconds"]), history_path)
-    if not keep_state:
-        shutil.rmtree(state_path.parent, ignore_errors=True)
-    log.info(
-        f"{arch} seed {seed}: best epoch {meta['best_epoch']} (valid_auc={meta['valid_auc']:.4f}, "
-        f"valid_acc={meta['valid_acc']:.4f}) -> {model_path}"
-    )
-    return summary
-
-
-def _validation_scores(y: np.ndarray, prob: np.ndarray, selection: str) -> tuple[float, float]:
-    """(AUC, accuracy) on the validation set; NaN AUC for one class or non-finite outputs."""
-    if not np.all(np.isfinite(prob)):
-        return float("nan"), float("nan")
-    acc = float(np.mean(prob.argmax(axis=1) == y))
-    if selection != "auc":
-        return float("nan"), acc
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SingleClassWarning)
-        return macro_auc(y, prob), acc
-
-
-def _try_resume(state_path, run_hash, model, optimizer, scheduler, scaler, generator, history, best, log, arch, seed) -> int:
-    """Restore training state from `state_path` when it belongs to this run; returns the next epoch."""
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        log.warning(f"{arch} seed {seed}: cannot read {state_path} ({exc}); starting from epoch 1")
-        return 0
-    if state.get("format") != STATE_FORMAT or state.get("config_hash") != run_hash:
-        log.warning(
-            f"{arch} seed {seed}: {state_path} was written for different data or settings "
-            f"(hash {state.get('config_hash')} != {run_hash}); starting from epoch 1"
-        )
-        return 0
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler") is not None:
-        scaler.load_state_dict(state["scaler"])
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    history.extend(state["history"])
-    best.update(state["best"])
-    log.info(f"{arch} seed {seed}: resuming after epoch {state['epoch']} from {state_path}")
-    return int(state["epoch"])

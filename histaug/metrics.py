@@ -15,6 +15,7 @@ __all__ = [
     "auc_score",
     "macro_auc",
     "binary_metrics",
+    "classification_metrics",
     "roc_curve_points",
     "summarize",
 ]
@@ -130,6 +131,45 @@ def binary_metrics(y_true, prob_pos, threshold: float = 0.5) -> dict:
         "sensitivity": float(tp / n_pos) if n_pos else float("nan"),
         "specificity": float(tn / n_neg) if n_neg else float("nan"),
     }
+
+
+def classification_metrics(y_true, prob, threshold: float = 0.5) -> dict:
+    """Accuracy, AUC, sensitivity and specificity for K >= 2 classes from an (N, K) probability matrix.
+
+    K = 2: exactly :func:`binary_metrics` on ``prob[:, 1]`` (class 1 positive). K > 2: the class is
+    the argmax; AUC is the macro one-vs-rest AUC over the classes present; per class k,
+    sensitivity_k = recall of k and specificity_k = recall of "not k" (one-vs-rest), reported as
+    ``sensitivity_c<k>``, ``specificity_c<k>`` and ``auc_c<k>``; ``sensitivity`` and ``specificity``
+    are their unweighted means over the classes present (macro averages).
+    """
+    y = np.asarray(y_true).reshape(-1).astype(np.int64)
+    prob = np.asarray(prob, dtype=np.float64)
+    if prob.ndim != 2 or len(prob) != len(y) or prob.shape[1] < 2:
+        raise ValueError(f"prob must be (N, K) with N={len(y)} and K >= 2, got shape {prob.shape}")
+    k = prob.shape[1]
+    if k == 2:
+        return binary_metrics(y, prob[:, 1], threshold)
+    if len(y) == 0 or not np.all(np.isfinite(prob)):
+        raise ValueError("metrics need at least one sample and finite probabilities")
+    if y.min() < 0 or y.max() >= k:
+        raise ValueError(f"labels must lie in 0..{k - 1}, found {sorted(set(y.tolist()) - set(range(k)))[:5]}")
+    pred = prob.argmax(axis=1)
+    out: dict = {"accuracy": float(np.mean(pred == y))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingleClassWarning)
+        out["auc"] = macro_auc(y, prob)
+        sens, spec = [], []
+        for c in range(k):
+            pos = y == c
+            out[f"sensitivity_c{c}"] = float(np.mean(pred[pos] == c)) if pos.any() else float("nan")
+            out[f"specificity_c{c}"] = float(np.mean(pred[~pos] != c)) if (~pos).any() else float("nan")
+            out[f"auc_c{c}"] = _mann_whitney_auc(pos.astype(np.int64), prob[:, c]) if 0 < pos.sum() < len(y) else float("nan")
+            if pos.any():
+                sens.append(out[f"sensitivity_c{c}"])
+                spec.append(out[f"specificity_c{c}"])
+    out["sensitivity"] = float(np.mean(sens))
+    out["specificity"] = float(np.nanmean(spec)) if np.isfinite(spec).any() else float("nan")
+    return out
 
 
 def roc_curve_points(y_true, prob_pos) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 
 from .config import head_generator
 from .io import read_images
+from .per_class import per_class_runs, summarize_per_class
 from .trainsets import KINDS, parse_trainset, parse_variant
 from .utils import PipelineError, atomic_path, get_logger, read_json, write_csv, write_text
 
@@ -559,15 +560,40 @@ def plot_sample_grid(
 
 
 def _read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, positive-class probabilities) from a downstream ``predictions.csv``."""
+    """(labels, scores) from a downstream ``predictions.csv``: the positive-class probability (N,) for
+    a binary task (``prob_pos``), the (N, K) class probabilities ``prob_0..prob_{K-1}`` for K > 2."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: predictions file not found (did the downstream rule run?)")
     df = pd.read_csv(path)
-    missing = [c for c in ("label", "prob_pos") if c not in df.columns]
-    if missing:
-        raise PipelineError(f"{path}: missing columns {missing}; expected index,label,prob_pos")
-    return df["label"].to_numpy(dtype=np.int64), df["prob_pos"].to_numpy(dtype=float)
+    classes = sorted(int(c[len("prob_"):]) for c in df.columns if c.startswith("prob_") and c[len("prob_"):].isdigit())
+    if "label" not in df.columns or ("prob_pos" not in df.columns and len(classes) < 2):
+        raise PipelineError(f"{path}: expected columns index,label and prob_pos or prob_0..prob_K-1, found {list(df.columns)}")
+    labels = df["label"].to_numpy(dtype=np.int64)
+    if "prob_pos" in df.columns:
+        return labels, df["prob_pos"].to_numpy(dtype=float)
+    return labels, df[[f"prob_{k}" for k in classes]].to_numpy(dtype=float)
+
+
+def _roc_on_grid(labels: np.ndarray, scores: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The ROC curve's TPR at the FPRs of ``grid`` and the AUC; None when the labels hold one class.
+
+    Binary scores (N,): the ROC of the positive class. Class probabilities (N, K): the macro-average
+    of the one-vs-rest curves of the classes present, with the macro one-vs-rest AUC."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    if len(np.unique(labels)) < 2:
+        return None
+    pairs = [(labels, scores)] if scores.ndim == 1 else \
+        [((labels == k).astype(int), scores[:, k]) for k in range(scores.shape[1]) if 0 < np.sum(labels == k) < len(labels)]
+    curves, aucs = [], []
+    for y, p in pairs:
+        fpr, tpr, _ = roc_curve(y, p)
+        curve = np.interp(grid, fpr, tpr)
+        curve[0] = 0.0
+        curves.append(curve)
+        aucs.append(float(roc_auc_score(y, p)))
+    return np.mean(curves, axis=0), float(np.mean(aucs))
 
 
 def plot_roc_curves(
@@ -581,9 +607,9 @@ def plot_roc_curves(
 
     `prediction_files_by_variant` maps arch -> {variant: [predictions.csv, one per seed]}. Each
     seed is drawn as a thin line, the vertical average over seeds as a thick line; the legend gives
-    the AUC as mean ± sample std over seeds. Variants keep one colour across panels.
+    the AUC as mean ± sample std over seeds. Variants keep one colour across panels. With more than
+    two classes each curve is the macro-average of the one-vs-rest curves.
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
 
     archs = list(prediction_files_by_variant)
     n_panels = max(1, len(archs))
@@ -604,14 +630,12 @@ def plot_roc_curves(
             colour = colours[variant]
             curves, aucs = [], []
             for path in files:
-                labels, probs = _read_predictions(path)
-                if len(np.unique(labels)) < 2:
+                roc = _roc_on_grid(*_read_predictions(path), grid)
+                if roc is None:
                     continue
-                fpr, tpr, _ = roc_curve(labels, probs)
-                aucs.append(float(roc_auc_score(labels, probs)))
-                ax.plot(fpr, tpr, color=colour, lw=0.6, alpha=0.3)
-                curve = np.interp(grid, fpr, tpr)
-                curve[0] = 0.0
+                curve, auc = roc
+                aucs.append(auc)
+                ax.plot(grid, curve, color=colour, lw=0.6, alpha=0.3)
                 curves.append(curve)
             short = variant_label(variant, generator_labels, trainset_labels)
             if curves:
@@ -804,9 +828,18 @@ def _trainset_glossary(context: Mapping) -> list[str]:
     return ["- Labels of this run: " + "; ".join(f"`+Aug({labels[t]})` = training set `{t}`" for t in used) + "."]
 
 
+def per_class_to_markdown(per_class: pd.DataFrame, digits: int = 3) -> str:
+    """Per-class one-vs-rest sensitivity, specificity and AUC (mean ± std over seeds) as a Markdown table."""
+    headers = ["Model", "Class", "Sensitivity", "Specificity", "AUC (one-vs-rest)", "Seeds"]
+    rows = [[r["row"], f"{r['class']} = {r['class_name']}",
+             *(format_mean_std(r[f"{m}_mean"], r[f"{m}_std"], digits) for m in ("sensitivity", "specificity", "auc")),
+             int(r["n_seeds"])] for _, r in per_class.iterrows()]
+    return _markdown_grid(headers, rows, ["---", "---", ":---:", ":---:", ":---:", "---:"])
+
+
 def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.DataFrame,
                      sample_figures: Mapping[str, Mapping[str, str]], digits: int,
-                     tsne: Mapping[str, str] | None = None) -> str:
+                     tsne: Mapping[str, str] | None = None, per_class_md: str | None = None) -> str:
     """Text of report.md; figure and table links are relative to the report's folder.
 
     `tsne` (optional): {"figure", "scores", "coordinates": relative links, "table": markdown, "intro": text}.
@@ -874,6 +907,13 @@ def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.Dat
                "[downstream_summary.md](tables/downstream_summary.md), "
                "[per-seed results: downstream.csv](tables/downstream.csv)")
     out.append("")
+    if per_class_md:
+        out += ["### Per class (one-vs-rest)", "",
+                f"With {len(class_names)} classes, Sensitivity and Specificity above are the unweighted means over "
+                "the classes of each class's one-vs-rest recall and specificity, and AUC is the macro one-vs-rest "
+                "AUC. Per class:", "", per_class_md,
+                "Files: [downstream_per_class.csv](tables/downstream_per_class.csv), "
+                "[downstream_per_class.md](tables/downstream_per_class.md)", ""]
 
     out += ["## Figures", ""]
     for gen, figs in sample_figures.items():
@@ -919,9 +959,12 @@ def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.Dat
         "`G Cls Head` is the classification head of generator G's discriminator, fine-tuned as a "
         "classifier from its GAN-trained weights on the same training sets.",
         *_trainset_glossary(context),
-        f"- Every classifier is evaluated on the same real test split. Sensitivity is the recall of "
-        f"class 1 ({positive}), specificity the recall of class 0 ({negative}); AUC uses the "
-        f"predicted probability of {positive}.",
+        (f"- Every classifier is evaluated on the same real test split. Sensitivity is the recall of "
+         f"class 1 ({positive}), specificity the recall of class 0 ({negative}); AUC uses the "
+         f"predicted probability of {positive}." if len(class_names) <= 2 else
+         f"- Every classifier is evaluated on the same real test split. With {len(class_names)} classes the "
+         "predicted class is the most probable one; Sensitivity and Specificity are macro averages of the "
+         "per-class one-vs-rest values and AUC is the macro one-vs-rest AUC (per-class table above)."),
         "- `0.881 ± 0.079` is the mean over seeds ± the sample standard deviation (ddof = 1). "
         f"`{MISSING_STD}` in place of the std means only one seed finished. The Seeds column gives the count.",
         "- Bold marks the best mean in a column within one architecture block (ties at the shown precision are all bold).",
@@ -1014,6 +1057,9 @@ def write_report(
                record("tables/downstream_summary.tex"))
     write_csv(generation, record("tables/generation.csv"))
     write_text(generation_to_markdown(generation), record("tables/generation.md"))
+    class_table = summarize_per_class(per_class_runs(downstream, class_names), summary)
+    write_csv(class_table, record("tables/downstream_per_class.csv"))
+    write_text(per_class_to_markdown(class_table, digits), record("tables/downstream_per_class.md"))
 
     gen_info = {row["generator"]: row for _, row in generation.iterrows()}
     sample_figures: dict[str, dict[str, str]] = {}
@@ -1046,5 +1092,7 @@ def write_report(
 
         tsne_section = report_section(tsne, out_dir)
     context = {**context, "has_training_curves": bool(histories)}
-    write_text(_report_markdown(context, summary, generation, sample_figures, digits, tsne_section), record("report.md"))
+    per_class_md = per_class_to_markdown(class_table, digits) if len(class_names) > 2 else None
+    write_text(_report_markdown(context, summary, generation, sample_figures, digits, tsne_section, per_class_md),
+               record("report.md"))
     return written

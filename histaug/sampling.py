@@ -50,7 +50,11 @@ def generate(generator_net, n_per_class: dict[int, int], tau: float, seed: int, 
     for s in progress(range(0, len(labels), batch_size), desc="generate", unit="batch"):
         y = torch.as_tensor(labels[s:s + batch_size])
         z = truncated_normal(len(y), generator_net.latent_dim, tau, gen)
-        out.append(to_uint8(generator_net(z.to(device), y.to(device))))
+        images = generator_net(z.to(device), y.to(device))
+        if not bool(torch.isfinite(images).all()):  # NaN would become black pixels in the uint8 conversion
+            raise PipelineError(f"the generator produced non-finite pixel values (batch at image {s}, tau={tau}); "
+                                "it diverged during training: retrain it with a lower learning rate or fp32")
+        out.append(to_uint8(images))
     size = getattr(generator_net, "image_size", None)
     x = np.concatenate(out) if out else np.zeros((0, size or 0, size or 0, 3), np.uint8)
     return x, labels

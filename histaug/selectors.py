@@ -27,7 +27,7 @@ def register_selector(name: str):
 def baseline_selector(path, compute: dict):
     from .classify import load_classifier, predict_proba
 
-    device = get_device(compute.get("device", "auto"))
+    device = get_device(compute)
     model, meta = load_classifier(path, device=device)
 
     def proba(images: np.ndarray) -> np.ndarray:
@@ -51,7 +51,7 @@ def head_selector(path, compute: dict, batch_size: int = 256):
     from .classify import NoClassHead, build_head_classifier, head_source
     from .train_generator import prepare_images, to_model_range
 
-    device = get_device(compute.get("device", "auto"))
+    device = get_device(compute)
     try:
         head = head_source(path, digest=False)
     except NoClassHead as exc:

@@ -1,31 +1,39 @@
-"""Generator training: one loop per family type, chosen by the family registry.
+"""Generator training: the shared loop that drives every family, chosen by the family registry.
 
 ``train_generator`` is the single entry point. It seeds everything from ``gen_cfg["seed"]``, builds
 the family's networks (:func:`models.build_generator`) and hands them to the loop the family
-registered with:
+registered with: ``adversarial`` (per step ``n_critic`` discriminator updates, then one generator
+update, with the family's loss hooks) or ``vae`` (one update on reconstruction + KL). The steps
+themselves live in :mod:`histaug.gan_trainers`; both loop types share :func:`_run_loop`.
 
-* :func:`train_adversarial` -- per step, ``n_critic`` discriminator updates (each on a fresh real
-  batch, fakes drawn for the same labels) then one generator update, with the family's loss hooks
-  (default :class:`histaug.losses.AdversarialObjective`: bce | wgan-gp | hinge, gradient penalty,
-  auxiliary-classifier terms when D has a class head). Adam for G and D, EMA of G's weights.
-* :func:`train_vae` -- per step, one Adam update on reconstruction + kl_weight · KL.
+:func:`_run_loop`: images are resized once (area averaging, i.e. antialiased) to ``image_size``
+and kept as uint8 on the device, each batch is scaled to [-1, 1]; batches are class-balanced
+(``sampler: balanced``, default) or plainly shuffled (``sampler: shuffle``) without replacement
+within each pass; progress bar, a log line and a history row every ``log_every`` steps; a
+resumable training state every ``checkpoint_every`` steps; the final checkpoint at the end.
 
-Both share :func:`_run_loop`: images are resized once (area averaging, i.e. antialiased) to
-``image_size`` and kept as uint8 on the device, each batch is scaled to [-1, 1]; batches are
-class-balanced (``sampler: balanced``, default) or plainly shuffled (``sampler: shuffle``) without
-replacement within each pass; progress bar, a log line and a history row every ``log_every``
-steps; a resumable checkpoint every ``checkpoint_every`` steps and at the end.
+Divergence: every step's loss terms and gradient norms go to a :class:`histaug.guard.DivergenceGuard`.
+At every logging step and before every save the guard also checks every weight; a NaN or infinite
+value stops the job with one message naming the generator, the step, the loss term and the fix.
+Nothing is written from the diverged state: no checkpoint, no history row, no training state, so
+the last good state (the last ``checkpoint_every`` step) stays on disk. With ``divergence.retries``
+in the config, the job resumes from that state with the learning rates multiplied by
+``divergence.lr_factor`` (logged; the scale is kept in the state and in the checkpoint summary).
 
 Resuming: ``state_dir/last.pt`` holds model, optimiser, EMA and loss-hook states, the step, the
 python/numpy/torch RNG states, the data-order generator state and hashes of the config (without
-``steps`` and the logging keys, so a run can be extended) and of the training data. A matching
-state is resumed and continues bit-identically to an uninterrupted run on CPU; a state from another
-config or other data is ignored (logged) and training starts fresh.
+``steps`` and the logging keys, so an interrupted run can be extended) and of the training data. A
+matching state of an unfinished run is resumed and continues bit-identically to an uninterrupted
+run on CPU; a state from another config or other data is ignored (logged) and training starts
+fresh. An unreadable state is moved aside with a warning; temporary files of a save that was
+killed are removed. Once the final checkpoint is written the state folder is removed, so a forced
+rerun trains afresh; with ``keep_state: true`` in the entry it is kept, and a later run with more
+``steps`` continues from it (a state at or beyond ``steps`` is never resumed).
 
 The final checkpoint (``out_path``) holds the generator (EMA weights when EMA is on), its config
 and the summary; for adversarial families also the discriminator and the loss-hook states
 (``discriminator_state``, ``objective_state``), so that a discriminator's class head can be
-reused after training (:func:`load_discriminator`).
+reused after training (:mod:`histaug.generator_checkpoint` reads it).
 
 Model selection (``model_selection: {every, n_images}``, off when null or absent; see
 :mod:`histaug.model_selection`): every ``every`` steps and at the last step, the loop scores the
@@ -42,7 +50,7 @@ hash on purpose. ``every`` and ``n_images`` do not change a training step, but t
 steps are scored and how, so a best found under other settings cannot be compared with new scores.
 Resuming under changed settings would mix two selection rules, so it starts fresh instead. null and
 absent hash alike. The validation images and the feature space are checked the same way
-(``selection_hash``). One limit: extending ``steps`` of a finished run keeps the score its old last
+(``selection_hash``). One limit: extending ``steps`` of a kept state keeps the score its old last
 step received, which an uninterrupted longer run would not have computed.
 
 One *step* is one generator update. ``images_per_s`` counts real training images fed to the model
@@ -50,10 +58,8 @@ One *step* is one generator update. ``images_per_s`` counts real training images
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Callable
@@ -66,16 +72,23 @@ from torch import nn
 
 from models.registry import GANParts, build_generator, require
 
-from .losses import AdversarialObjective, vae_loss
+from .gan_trainers import AdversarialTrainer, build_trainer
+from .guard import DivergenceGuard, divergence_settings, run_with_retries
 from .model_selection import KEY as SELECTION_KEY
 from .model_selection import FIDScorer, is_better, selection_settings
+from .training_state import (
+    clear_state,
+    get_rng_state,
+    load_state,
+    remove_orphan_temps,
+    save_state,
+    set_rng_state,
+)
 from .utils import (
     PipelineError,
     atomic_path,
-    autocast,
     cap_images,
     config_hash,
-    get_device,
     get_logger,
     progress,
     seed_everything,
@@ -85,7 +98,7 @@ from .utils import (
 STATE_FILE = "last.pt"
 HISTORY_FILE = "history.csv"
 # Keys that do not change what a training step does: a state saved under other values may be resumed.
-NON_STATE_KEYS = frozenset({"steps", "log_every", "checkpoint_every"})
+NON_STATE_KEYS = frozenset({"steps", "log_every", "checkpoint_every", "keep_state", "label"})
 SAMPLERS = ("balanced", "shuffle")
 
 
@@ -187,263 +200,7 @@ class BatchSampler:
         self.perms, self.pos = list(state["perms"]), list(state["pos"])
 
 
-# --------------------------------------------------------------------------- RNG state
-
-
-def get_rng_state() -> dict:
-    name, key, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": {"name": name, "key": key.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(_as_tuple(state["python"]))
-    s = state["numpy"]
-    np.random.set_state((s["name"], np.asarray(s["key"], dtype=np.uint32), s["pos"], s["has_gauss"], s["cached"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-# --------------------------------------------------------------------------- EMA
-
-
-class EMA:
-    """Exponential moving average of a network's weights: θ_ema ← β θ_ema + (1 - β) θ (buffers copied)."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = float(decay)
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1.0 - self.decay)
-        for e, b in zip(self.model.buffers(), model.buffers()):
-            e.copy_(b)
-
-    def state_dict(self) -> dict:
-        return self.model.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state)
-
-
-def _make_ema(gen_cfg: dict, model: nn.Module, gen_name: str) -> EMA | None:
-    decay = gen_cfg.get("ema_decay")
-    if decay in (None, 0, 0.0):
-        return None
-    if not 0.0 < float(decay) < 1.0:
-        raise PipelineError(f"config key generators.{gen_name}.ema_decay={decay!r}: expected a number in (0, 1) or null")
-    return EMA(model, float(decay))
-
-
-def _betas(gen_cfg: dict, gen_name: str, default: tuple[float, float]) -> tuple[float, float]:
-    betas = gen_cfg.get("betas", default)
-    if not isinstance(betas, (list, tuple)) or len(betas) != 2:
-        raise PipelineError(f"config key generators.{gen_name}.betas={betas!r}: expected two numbers, e.g. [0.0, 0.9]")
-    return float(betas[0]), float(betas[1])
-
-
-# --------------------------------------------------------------------------- per-family steps
-
-
-class AdversarialTrainer:
-    """One adversarial step: ``n_critic`` D updates, one G update, EMA update."""
-
-    kind = "adversarial"
-
-    def __init__(self, gen_name: str, gen_cfg: dict, parts: GANParts, device, precision: str, channels_last: bool):
-        self.device, self.precision = torch.device(device), precision
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.G = parts.generator.to(device=self.device, memory_format=fmt).train()
-        self.D = parts.discriminator.to(device=self.device, memory_format=fmt).train()
-        self.objective = (parts.objective or AdversarialObjective.from_config(gen_cfg, gen_name)).to(self.device)
-        self.augment = parts.augment
-        self.n_critic = int(gen_cfg.get("n_critic", 1))
-        if self.n_critic < 1:
-            raise PipelineError(f"config key generators.{gen_name}.n_critic={self.n_critic}: must be >= 1")
-        self.batch_size = int(gen_cfg["batch_size"])
-        lr = float(require(gen_cfg, "lr", gen_name, (int, float)))
-        betas = _betas(gen_cfg, gen_name, (0.0, 0.9))
-        self.opt_g = torch.optim.Adam(
-            list(self.G.parameters()) + list(self.objective.generator_parameters()),
-            lr=float(gen_cfg.get("g_lr", lr)),
-            betas=betas,
-        )
-        self.opt_d = torch.optim.Adam(
-            list(self.D.parameters()) + list(self.objective.discriminator_parameters()),
-            lr=float(gen_cfg.get("d_lr", lr)),
-            betas=betas,
-        )
-        scaler_on = precision == "fp16"
-        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
-        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
-        self.ema = _make_ema(gen_cfg, self.G, gen_name)
-        self.images_per_step = self.n_critic * self.batch_size
-
-    def discriminate(self, x: torch.Tensor, labels: torch.Tensor) -> dict:
-        if self.augment is not None:
-            x = self.augment(x)
-        return self.D(x, labels)
-
-    def _latent(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.G.latent_dim, device=self.device)
-
-    def step(self, next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> dict:
-        d_terms: dict[str, torch.Tensor] = {}
-        for _ in range(self.n_critic):
-            real, labels = next_batch()
-            with torch.no_grad(), autocast(self.device, self.precision):
-                fake = self.G(self._latent(real.shape[0]), labels)
-            with autocast(self.device, self.precision):
-                d_loss, terms = self.objective.discriminator_loss(self.discriminate, real, fake.float(), labels)
-            self.opt_d.zero_grad(set_to_none=True)
-            self.scaler_d.scale(d_loss).backward()
-            self.scaler_d.step(self.opt_d)
-            self.scaler_d.update()
-            for k, v in terms.items():
-                d_terms[k] = d_terms.get(k, 0.0) + v / self.n_critic
-
-        self.D.requires_grad_(False)
-        try:
-            with autocast(self.device, self.precision):
-                fake = self.G(self._latent(labels.shape[0]), labels)
-                g_loss, g_terms = self.objective.generator_loss(self.discriminate, fake, labels)
-            self.opt_g.zero_grad(set_to_none=True)
-            self.scaler_g.scale(g_loss).backward()
-            self.scaler_g.step(self.opt_g)
-            self.scaler_g.update()
-        finally:
-            self.D.requires_grad_(True)
-        if self.ema is not None:
-            self.ema.update(self.G)
-        return {**d_terms, **g_terms}
-
-    def export_generator(self) -> nn.Module:
-        return self.ema.model if self.ema is not None else self.G
-
-    def state_dict(self) -> dict:
-        state = {
-            "generator": self.G.state_dict(),
-            "discriminator": self.D.state_dict(),
-            "objective": self.objective.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "scaler_g": self.scaler_g.state_dict(),
-            "scaler_d": self.scaler_d.state_dict(),
-        }
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        self.G.load_state_dict(state["generator"])
-        self.D.load_state_dict(state["discriminator"])
-        self.objective.load_state_dict(state["objective"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.scaler_g.load_state_dict(state["scaler_g"])
-        self.scaler_d.load_state_dict(state["scaler_d"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-
-
-class VAETrainer:
-    """One VAE step: Adam on Σ(x̂ - x)² + kl_weight · KL."""
-
-    kind = "vae"
-
-    def __init__(self, gen_name: str, gen_cfg: dict, parts: GANParts, device, precision: str, channels_last: bool):
-        self.device, self.precision = torch.device(device), precision
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = parts.generator.to(device=self.device, memory_format=fmt).train()
-        if not hasattr(self.model, "reconstruct"):
-            raise TypeError(f"family {parts.family!r}: the VAE loop needs a model with reconstruct(x, labels)")
-        self.kl_weight = float(gen_cfg.get("kl_weight", 1.0))
-        self.batch_size = int(gen_cfg["batch_size"])
-        lr = float(require(gen_cfg, "lr", gen_name, (int, float)))
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=_betas(gen_cfg, gen_name, (0.9, 0.999)))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
-        self.ema = _make_ema(gen_cfg, self.model, gen_name)
-        self.images_per_step = self.batch_size
-
-    def step(self, next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> dict:
-        real, labels = next_batch()
-        with autocast(self.device, self.precision):
-            x_hat, mu, logvar = self.model.reconstruct(real, labels)
-            loss, terms = vae_loss(x_hat, real, mu, logvar, self.kl_weight)
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        if self.ema is not None:
-            self.ema.update(self.model)
-        return terms
-
-    def export_generator(self) -> nn.Module:
-        return self.ema.model if self.ema is not None else self.model
-
-    def state_dict(self) -> dict:
-        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict()}
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-
-
-TRAINER_CLASSES = {"adversarial": AdversarialTrainer, "vae": VAETrainer}
-
-
-def build_trainer(gen_name: str, gen_cfg: dict, parts: GANParts, compute: dict | None = None):
-    """The step object of ``parts.trainer`` on the device/precision/memory format from ``compute``."""
-    device, precision, channels_last = compute_settings(compute or {})
-    return TRAINER_CLASSES[parts.trainer](gen_name, gen_cfg, parts, device, precision, channels_last)
-
-
-def compute_settings(compute: dict) -> tuple[torch.device, str, bool]:
-    """(device, generator precision, channels_last) from the config's ``compute`` section."""
-    device = get_device(compute.get("device", "auto"))
-    precision = compute.get("precision", "fp32")
-    if isinstance(precision, dict):
-        precision = precision.get("generators", "fp32")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise PipelineError(f"config key compute.precision.generators={precision!r}: expected fp32, bf16 or fp16")
-    if precision == "fp16" and device.type != "cuda":
-        raise PipelineError("config key compute.precision.generators='fp16' needs a CUDA device; use bf16 or fp32")
-    return device, precision, bool(compute.get("channels_last", False))
-
-
 # --------------------------------------------------------------------------- the shared loop
-
-
-def _save_state(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _load_state(path: Path, log: logging.Logger) -> dict | None:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: start over rather than fail
-        log.warning("%s: cannot read saved training state (%s); starting fresh", path, exc)
-        return None
 
 
 def _final_networks(trainer) -> dict:
@@ -472,38 +229,7 @@ def _score(scorer: Callable[[nn.Module], float], trainer) -> float:
         set_rng_state(rng)
 
 
-def _run_loop(
-    kind: str,
-    gen_name: str,
-    gen_cfg: dict,
-    parts: GANParts,
-    images: np.ndarray,
-    labels: np.ndarray,
-    num_classes: int,
-    out_path: str | Path,
-    state_dir: str | Path,
-    compute: dict,
-    log: logging.Logger | None,
-    scorer: Callable[[nn.Module], float] | None = None,
-) -> dict:
-    log = log or get_logger()
-    if parts.trainer != kind:
-        raise TypeError(f"family {parts.family!r} is trained by the {parts.trainer!r} loop, not {kind!r}")
-    out_path, state_dir = Path(out_path), Path(state_dir)
-    steps = require(gen_cfg, "steps", gen_name, int, minimum=1)
-    batch_size = require(gen_cfg, "batch_size", gen_name, int, minimum=1)
-    image_size = require(gen_cfg, "image_size", gen_name, int, minimum=8)
-    log_every = require({"log_every": 100, **gen_cfg}, "log_every", gen_name, int, minimum=1)
-    checkpoint_every = require({"checkpoint_every": 1000, **gen_cfg}, "checkpoint_every", gen_name, int, minimum=1)
-    sampler_kind = gen_cfg.get("sampler", "balanced")
-    if sampler_kind not in SAMPLERS:
-        raise PipelineError(f"config key generators.{gen_name}.sampler={sampler_kind!r}: expected one of {SAMPLERS}")
-    seed = int(gen_cfg.get("seed", 0))
-    selection = selection_settings(gen_cfg, gen_name)
-    if selection is not None and scorer is None:
-        raise PipelineError(f"config key generators.{gen_name}.{SELECTION_KEY} is set, but the training loop got no "
-                            "scorer (validation images and a feature function; see train_generator)")
-
+def _checked_data(gen_name: str, images, labels, num_classes: int, log) -> tuple[np.ndarray, np.ndarray]:
     images = np.asarray(images)
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -515,162 +241,229 @@ def _run_loop(
     absent = sorted(set(range(num_classes)) - set(np.unique(labels).tolist()))
     if absent:
         log.warning("%s: classes %s have no training images; the generator cannot learn them", gen_name, absent)
+    return images, labels
 
-    trainer = build_trainer(gen_name, gen_cfg, parts, compute)
-    device = trainer.device
-    fmt = torch.channels_last if compute.get("channels_last", False) else torch.contiguous_format
-    data = prepare_images(images, image_size, device)
-    label_t = torch.from_numpy(labels).to(device)
-    sampler = BatchSampler(labels, batch_size, sampler_kind == "balanced", seed)
 
-    def next_batch():
-        idx = sampler.next().to(device)
-        return to_model_range(data[idx]).contiguous(memory_format=fmt), label_t[idx]
+def divergence_fix(gen_name: str, gen_cfg: dict, trainer) -> str:
+    """What a user can change when generator ``gen_name`` diverges."""
+    fix = f"lower generators.{gen_name}.lr (now {gen_cfg.get('lr')}"
+    fix += f", effective x{trainer.lr_scale:g})" if trainer.lr_scale != 1 else ")"
+    if trainer.precision != "fp32":
+        fix += f", or set compute.precision.generators: fp32 (now {trainer.precision})"
+    return fix + ", or set divergence.retries > 0 to resume from the last good state at a lower learning rate automatically"
 
-    cfg_hash = state_hash(gen_cfg, num_classes)
-    data_hash = data_fingerprint(images, labels)
-    selection_hash = getattr(scorer, "fingerprint", None) if selection is not None else None
-    state_path = state_dir / STATE_FILE
-    start_step, history, prior_seconds = 0, [], 0.0
-    best: dict | None = None  # model selection: {"step", "fid_valid", "networks"} of the lowest FID so far
-    if state_path.exists():
-        state = _load_state(state_path, log)
-        if state is None:
-            pass
-        elif state.get("config_hash") != cfg_hash:
-            log.info("%s: ignoring %s, saved for another config (hash %s, now %s); starting fresh",
-                     gen_name, state_path, state.get("config_hash"), cfg_hash)
-        elif state.get("data_hash") != data_hash:
-            log.info("%s: ignoring %s, saved for other training data; starting fresh", gen_name, state_path)
-        elif state.get("selection_hash") != selection_hash:
-            log.info("%s: ignoring %s, saved for other model-selection data (validation images or feature "
-                     "extractor); starting fresh", gen_name, state_path)
-        elif state["step"] > steps:
-            log.info("%s: ignoring %s, it is at step %d beyond steps=%d; starting fresh", gen_name, state_path, state["step"], steps)
-        else:
-            trainer.load_state_dict(state["trainer"])
-            sampler.load_state_dict(state["sampler"])
+
+class _GeneratorRun:
+    """One call of the shared loop: settings, the trainer, the batch sampler and the resumable state."""
+
+    def __init__(self, kind, gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute,
+                 log, scorer, lr_scale):
+        if parts.trainer != kind:
+            raise TypeError(f"family {parts.family!r} is trained by the {parts.trainer!r} loop, not {kind!r}")
+        self.name, self.cfg, self.parts, self.kind, self.log = gen_name, gen_cfg, parts, kind, log
+        self.out_path, self.state_dir = Path(out_path), Path(state_dir)
+        self.state_path = self.state_dir / STATE_FILE
+        self.steps = require(gen_cfg, "steps", gen_name, int, minimum=1)
+        self.batch_size = require(gen_cfg, "batch_size", gen_name, int, minimum=1)
+        self.image_size = require(gen_cfg, "image_size", gen_name, int, minimum=8)
+        self.log_every = require({"log_every": 100, **gen_cfg}, "log_every", gen_name, int, minimum=1)
+        self.checkpoint_every = require({"checkpoint_every": 1000, **gen_cfg}, "checkpoint_every", gen_name, int, minimum=1)
+        sampler_kind = gen_cfg.get("sampler", "balanced")
+        if sampler_kind not in SAMPLERS:
+            raise PipelineError(f"config key generators.{gen_name}.sampler={sampler_kind!r}: expected one of {SAMPLERS}")
+        self.selection = selection_settings(gen_cfg, gen_name)
+        if self.selection is not None and scorer is None:
+            raise PipelineError(f"config key generators.{gen_name}.{SELECTION_KEY} is set, but the training loop got no "
+                                "scorer (validation images and a feature function; see train_generator)")
+        self.scorer, self.num_classes = scorer, num_classes
+        self.images, self.labels = _checked_data(gen_name, images, labels, num_classes, log)
+
+        self.trainer = build_trainer(gen_name, gen_cfg, parts, compute)
+        device = self.trainer.device
+        fmt = torch.channels_last if compute.get("channels_last", False) else torch.contiguous_format
+        data = prepare_images(self.images, self.image_size, device)
+        label_t = torch.from_numpy(self.labels).to(device)
+        self.sampler = BatchSampler(self.labels, self.batch_size, sampler_kind == "balanced", int(gen_cfg.get("seed", 0)))
+
+        def next_batch():
+            idx = self.sampler.next().to(device)
+            return to_model_range(data[idx]).contiguous(memory_format=fmt), label_t[idx]
+
+        self.next_batch = next_batch
+        self.hashes = {"config_hash": state_hash(gen_cfg, num_classes),
+                       "data_hash": data_fingerprint(self.images, self.labels),
+                       "selection_hash": getattr(scorer, "fingerprint", None) if self.selection is not None else None}
+        self.start_step, self.history, self.prior_seconds = 0, [], 0.0
+        self.best: dict | None = None  # model selection: {"step", "fid_valid", "networks"} of the lowest FID so far
+        self.saved_step: int | None = None  # the step of the training state on disk
+        self.owner = f"generator {gen_name!r}"
+        self._resume(lr_scale)
+        self.guard = DivergenceGuard(f"generator {gen_name!r} (family {parts.family})",
+                                     divergence_fix(gen_name, gen_cfg, self.trainer))
+
+    # ----------------------------------------------------------------- state
+
+    def _stale_reason(self, state: dict) -> str | None:
+        if state.get("config_hash") != self.hashes["config_hash"]:
+            return f"saved for another config (hash {state.get('config_hash')}, now {self.hashes['config_hash']})"
+        if state.get("data_hash") != self.hashes["data_hash"]:
+            return "saved for other training data"
+        if state.get("selection_hash") != self.hashes["selection_hash"]:
+            return "saved for other model-selection data (validation images or feature extractor)"
+        if int(state.get("step", 0)) >= self.steps:
+            return (f"it is the state of a finished run (step {state.get('step')}, steps={self.steps}); a rerun trains "
+                    "afresh")
+        return None
+
+    def _resume(self, lr_scale: float) -> None:
+        remove_orphan_temps(self.state_dir, self.log, self.owner)
+        remove_orphan_temps(self.out_path.parent, self.log, self.owner)
+        state = load_state(self.state_path, self.log, self.owner)
+        reason = self._stale_reason(state) if state is not None else None
+        if reason:
+            self.log.info("%s: ignoring %s, %s; starting fresh", self.name, self.state_path, reason)
+        elif state is not None:
+            self.trainer.load_state_dict(state["trainer"])
+            self.sampler.load_state_dict(state["sampler"])
             set_rng_state(state["rng"])
-            start_step, history = int(state["step"]), list(state["history"])
-            prior_seconds = float(state.get("seconds", 0.0))
-            best = state.get("best")
-            log.info("%s: resuming from %s at step %d/%d", gen_name, state_path, start_step, steps)
-            if best is not None:
-                log.info("%s: best so far is step %d (fid_valid %.4g)", gen_name, best["step"], best["fid_valid"])
+            self.start_step, self.history = int(state["step"]), list(state["history"])
+            self.prior_seconds, self.best = float(state.get("seconds", 0.0)), state.get("best")
+            self.saved_step = self.start_step
+            lr_scale = min(lr_scale, float(state.get("lr_scale", 1.0)))
+            self.log.info("%s: resuming from %s at step %d/%d", self.name, self.state_path, self.start_step, self.steps)
+            if self.best is not None:
+                self.log.info("%s: best so far is step %d (fid_valid %.4g)", self.name, self.best["step"],
+                              self.best["fid_valid"])
+        self.trainer.set_lr_scale(lr_scale)
+        if lr_scale != 1:
+            self.log.warning("%s: learning rates at x%g of the configured ones (divergence retries): %s", self.name,
+                             lr_scale, ", ".join(f"{lr:.3g}" for lr in self.trainer.learning_rates()))
 
-    def save(step: int, seconds: float) -> None:
-        _save_state(
-            state_path,
-            {
-                "config_hash": cfg_hash,
-                "data_hash": data_hash,
-                "step": step,
-                "trainer": trainer.state_dict(),
-                "sampler": sampler.state_dict(),
-                "rng": get_rng_state(),
-                "history": history,
-                "seconds": seconds,
-                "selection_hash": selection_hash,
-                "best": best,
-            },
-        )
+    def _kept_note(self) -> str:
+        if self.saved_step is None:
+            return (f"No checkpoint was written, and no training state had been saved yet "
+                    f"(generators.{self.name}.checkpoint_every={self.checkpoint_every}).")
+        return f"No checkpoint was written; the last good training state (step {self.saved_step}) is kept in {self.state_path}."
 
-    log.info(
-        "%s: training %s (%s loop) for %d steps on %d images at %dpx, batch %d, device %s, precision %s",
-        gen_name, parts.family, kind, steps, len(images), image_size, batch_size, device, trainer.precision,
-    )
-    sums: dict[str, torch.Tensor] = {}
-    n_sum = 0
-    t0 = time.perf_counter()
-    t_log, step_log = t0, start_step
-    bar = progress(total=steps, initial=start_step, desc=gen_name, unit="step")
-    try:
-        for step in range(start_step + 1, steps + 1):
-            terms = trainer.step(next_batch)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n_sum += 1
-            evaluate = selection is not None and (step % selection["every"] == 0 or step == steps)
-            if step % log_every == 0 or step == steps or evaluate:
-                row = {"step": step, **{k: float(v) / n_sum for k, v in sums.items()}}
-                if evaluate:
-                    t_eval = time.perf_counter()
-                    row["fid_valid"] = _score(scorer, trainer)
-                    if is_better(row["fid_valid"], best["fid_valid"] if best else None):
-                        best = {"step": step, "fid_valid": row["fid_valid"], "networks": _final_networks(trainer)}
-                    log.info("%s step %d: fid_valid=%.4g (%.1f s); best so far step %d (fid_valid %.4g)", gen_name,
-                             step, row["fid_valid"], time.perf_counter() - t_eval, best["step"], best["fid_valid"])
-                history.append(row)
-                now = time.perf_counter()
-                rate = (step - step_log) * trainer.images_per_step / max(now - t_log, 1e-9)
-                log.info("%s step %d/%d %s | %.1f img/s", gen_name, step, steps,
-                         " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"), rate)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
-                sums, n_sum, t_log, step_log = {}, 0, now, step
-            if step % checkpoint_every == 0 and step < steps:
-                save(step, prior_seconds + time.perf_counter() - t0)
-            bar.update(1)
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - t0
-    steps_run = steps - start_step
-    save(steps, prior_seconds + seconds)
+    def check(self, step: int) -> None:
+        """The divergence guard over the terms since the last check and over every weight."""
+        self.guard.check(step, self.trainer.networks(), self._kept_note())
 
-    summary = {
-        "steps": steps,
-        "steps_run": steps_run,
-        "resumed_from": start_step,
-        "seconds": seconds,
-        "total_seconds": prior_seconds + seconds,
-        "images_per_s": steps_run * trainer.images_per_step / seconds if steps_run and seconds > 0 else None,
-        "steps_per_s": steps_run / seconds if steps_run and seconds > 0 else None,
-        "final_losses": {k: v for k, v in history[-1].items() if k not in ("step", "fid_valid")} if history else {},
-        SELECTION_KEY: selection,
-        "best_step": best["step"] if best else None,
-        "best_fid_valid": best["fid_valid"] if best else None,
-        "final_fid_valid": history[-1].get("fid_valid") if selection is not None and history else None,
-    }
-    write_csv(pd.DataFrame(history), out_path.parent / HISTORY_FILE)
-    generator = trainer.export_generator()
-    # With model selection the checkpoint holds the best step's networks, else the last step's.
-    networks = best["networks"] if best is not None else _final_networks(trainer)
-    with atomic_path(out_path) as tmp:
-        torch.save(
-            {
-                "family": parts.family,
-                "name": gen_name,
-                "config": dict(gen_cfg),
-                "num_classes": int(num_classes),
-                "image_size": int(generator.image_size),
-                "latent_dim": int(generator.latent_dim),
-                **networks,
-                "step": best["step"] if best is not None else steps,  # the step the networks are from
-                SELECTION_KEY: selection,
-                "best_step": summary["best_step"],
-                "best_fid_valid": summary["best_fid_valid"],
-                "summary": summary,
-            },
-            tmp,
-        )
-    log.info("%s: wrote %s (%d steps, %.1f s this run)", gen_name, out_path, steps, seconds)
-    if best is not None:
-        log.info("%s: model selection %s: the checkpoint holds the best step, %d of %d (fid_valid %.4g; last step %.4g)",
-                 gen_name, selection, best["step"], steps, best["fid_valid"], summary["final_fid_valid"])
-    return summary
+    def save(self, step: int, seconds: float) -> None:
+        self.check(step)  # never save a diverged state
+        save_state(self.state_path, {**self.hashes, "step": step, "trainer": self.trainer.state_dict(),
+                                     "sampler": self.sampler.state_dict(), "rng": get_rng_state(),
+                                     "history": self.history, "seconds": seconds, "best": self.best,
+                                     "lr_scale": self.trainer.lr_scale})
+        self.saved_step = step
+
+    # ----------------------------------------------------------------- training
+
+    def _log_row(self, step: int, sums: dict, n_sum: int, evaluate: bool) -> dict:
+        self.check(step)
+        row = {"step": step, **{k: float(v) / n_sum for k, v in sums.items()}}
+        if evaluate:
+            t_eval = time.perf_counter()
+            row["fid_valid"] = _score(self.scorer, self.trainer)
+            if is_better(row["fid_valid"], self.best["fid_valid"] if self.best else None):
+                self.best = {"step": step, "fid_valid": row["fid_valid"], "networks": _final_networks(self.trainer)}
+            self.log.info("%s step %d: fid_valid=%.4g (%.1f s); best so far step %d (fid_valid %.4g)", self.name, step,
+                          row["fid_valid"], time.perf_counter() - t_eval, self.best["step"], self.best["fid_valid"])
+        self.history.append(row)
+        return row
+
+    def train(self) -> float:
+        """Run the remaining steps; returns the seconds this call spent."""
+        t0 = time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}
+        n_sum, t_log, step_log = 0, t0, self.start_step
+        bar = progress(total=self.steps, initial=self.start_step, desc=self.name, unit="step")
+        try:
+            for step in range(self.start_step + 1, self.steps + 1):
+                terms = self.trainer.step(self.next_batch)
+                self.guard.observe(step, terms)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_sum += 1
+                evaluate = self.selection is not None and (step % self.selection["every"] == 0 or step == self.steps)
+                if step % self.log_every == 0 or step == self.steps or evaluate:
+                    row = self._log_row(step, sums, n_sum, evaluate)
+                    now = time.perf_counter()
+                    rate = (step - step_log) * self.trainer.images_per_step / max(now - t_log, 1e-9)
+                    self.log.info("%s step %d/%d %s | %.1f img/s", self.name, step, self.steps,
+                                  " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"), rate)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
+                    sums, n_sum, t_log, step_log = {}, 0, now, step
+                if step % self.checkpoint_every == 0 and step < self.steps:
+                    self.save(step, self.prior_seconds + time.perf_counter() - t0)
+                bar.update(1)
+        finally:
+            bar.close()
+        return time.perf_counter() - t0
+
+    def finish(self, seconds: float) -> dict:
+        """Write history.csv and the final checkpoint; then remove (or, with keep_state, keep) the state."""
+        steps, best, trainer = self.steps, self.best, self.trainer
+        steps_run = steps - self.start_step
+        summary = {
+            "steps": steps, "steps_run": steps_run, "resumed_from": self.start_step, "seconds": seconds,
+            "total_seconds": self.prior_seconds + seconds,
+            "images_per_s": steps_run * trainer.images_per_step / seconds if steps_run and seconds > 0 else None,
+            "steps_per_s": steps_run / seconds if steps_run and seconds > 0 else None,
+            "final_losses": {k: v for k, v in self.history[-1].items() if k not in ("step", "fid_valid")} if self.history else {},
+            SELECTION_KEY: self.selection,
+            "best_step": best["step"] if best else None,
+            "best_fid_valid": best["fid_valid"] if best else None,
+            "final_fid_valid": self.history[-1].get("fid_valid") if self.selection is not None and self.history else None,
+            "lr_scale": trainer.lr_scale,
+        }
+        write_csv(pd.DataFrame(self.history), self.out_path.parent / HISTORY_FILE)
+        generator = trainer.export_generator()
+        # With model selection the checkpoint holds the best step's networks, else the last step's.
+        networks = best["networks"] if best is not None else _final_networks(trainer)
+        with atomic_path(self.out_path) as tmp:
+            torch.save({"family": self.parts.family, "name": self.name, "config": dict(self.cfg),
+                        "num_classes": int(self.num_classes), "image_size": int(generator.image_size),
+                        "latent_dim": int(generator.latent_dim), **networks,
+                        "step": best["step"] if best is not None else steps,  # the step the networks are from
+                        SELECTION_KEY: self.selection, "best_step": summary["best_step"],
+                        "best_fid_valid": summary["best_fid_valid"], "summary": summary}, tmp)
+        if self.cfg.get("keep_state"):
+            self.save(steps, self.prior_seconds + seconds)  # extendable by a later run with more steps
+        else:
+            clear_state(self.state_dir)
+        self.log.info("%s: wrote %s (%d steps, %.1f s this run)", self.name, self.out_path, steps, seconds)
+        if best is not None:
+            self.log.info("%s: model selection %s: the checkpoint holds the best step, %d of %d (fid_valid %.4g; last "
+                          "step %.4g)", self.name, self.selection, best["step"], steps, best["fid_valid"],
+                          summary["final_fid_valid"])
+        return summary
+
+
+def _run_loop(kind: str, gen_name: str, gen_cfg: dict, parts: GANParts, images: np.ndarray, labels: np.ndarray,
+              num_classes: int, out_path: str | Path, state_dir: str | Path, compute: dict, log: logging.Logger | None,
+              scorer: Callable[[nn.Module], float] | None = None, lr_scale: float = 1.0) -> dict:
+    log = log or get_logger()
+    run = _GeneratorRun(kind, gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute or {},
+                        log, scorer, lr_scale)
+    log.info("%s: training %s (%s loop) for %d steps on %d images at %dpx, batch %d, device %s, precision %s",
+             gen_name, parts.family, kind, run.steps, len(run.images), run.image_size, run.batch_size,
+             run.trainer.device, run.trainer.precision)
+    return run.finish(run.train())
 
 
 def train_adversarial(gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log=None,
-                      scorer=None) -> dict:
+                      scorer=None, lr_scale: float = 1.0) -> dict:
     """The adversarial loop (any family registered with trainer="adversarial")."""
     return _run_loop("adversarial", gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute,
-                     log, scorer)
+                     log, scorer, lr_scale)
 
 
 def train_vae(gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log=None,
-              scorer=None) -> dict:
+              scorer=None, lr_scale: float = 1.0) -> dict:
     """The VAE loop (any family registered with trainer="vae")."""
     return _run_loop("vae", gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log,
-                     scorer)
+                     scorer, lr_scale)
 
 
 LOOPS = {"adversarial": train_adversarial, "vae": train_vae}
@@ -688,20 +481,30 @@ def train_generator(
     log: logging.Logger | None = None,
     selection_images: np.ndarray | None = None,
     feature_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    divergence: dict | None = None,
 ) -> dict:
     """Train generator ``gen_name`` (one entry of the config's ``generators:``) and write ``out_path``.
 
     With ``model_selection`` in ``gen_cfg``, ``selection_images`` (the real validation images, uint8
     NHWC at any size) and ``feature_fn`` (uint8 (B, H, W, 3) -> (B, D) features, the FID Inception
-    network in the pipeline) are required. They are ignored otherwise.
+    network in the pipeline) are required. They are ignored otherwise. ``divergence`` is the
+    config's ``divergence`` section (automatic retries; see :mod:`histaug.guard`).
 
-    Returns the summary dict (steps, final losses, seconds, images/s, best step). See the module docstring.
+    Returns the summary dict (steps, final losses, seconds, images/s, best step, lr_scale,
+    divergence_retries). See the module docstring.
     """
-    seed_everything(int(gen_cfg.get("seed", 0)))
-    parts = build_generator(gen_cfg, num_classes, name=gen_name)
+    log = log or get_logger()
+    settings = divergence_settings(divergence)
     scorer = selection_scorer(gen_name, gen_cfg, num_classes, selection_images, feature_fn)
-    return LOOPS[parts.trainer](gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute or {},
-                                log, scorer)
+
+    def attempt(lr_scale: float) -> dict:
+        seed_everything(int(gen_cfg.get("seed", 0)))
+        parts = build_generator(gen_cfg, num_classes, name=gen_name)
+        return LOOPS[parts.trainer](gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir,
+                                    compute or {}, log, scorer, lr_scale)
+
+    summary, retries = run_with_retries(attempt, settings, log, f"generator {gen_name!r}")
+    return {**summary, "divergence_retries": retries}
 
 
 def selection_scorer(gen_name: str, gen_cfg: dict, num_classes: int, real_images: np.ndarray | None,
@@ -725,60 +528,3 @@ def selection_scorer(gen_name: str, gen_cfg: dict, num_classes: int, real_images
     real = cap_images(real_images, settings["n_images"])
     real = prepare_images(real, image_size, "cpu").permute(0, 2, 3, 1).numpy()
     return FIDScorer(real, feature_fn, settings["n_images"], num_classes)
-
-
-def _read_checkpoint(path: Path) -> dict:
-    """Load a final generator checkpoint, with a clear error when it is missing or not one."""
-    if not path.exists():
-        raise PipelineError(f"{path}: generator checkpoint not found (was the train_generator rule run?)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    missing = [k for k in ("config", "num_classes", "generator_state") if k not in ckpt]
-    if missing:
-        raise PipelineError(f"{path}: not a generator checkpoint (missing {missing})")
-    return ckpt
-
-
-def checkpoint_step(checkpoint_path: str | Path) -> dict:
-    """Which training step a final checkpoint holds: {"step", "steps", "best_fid_valid"}.
-
-    ``step`` is the best step by validation FID when the generator had ``model_selection``, else
-    the last one; ``steps`` is the configured number of steps. Reads no weights into memory.
-    """
-    ckpt = torch.load(Path(checkpoint_path), map_location="cpu", weights_only=True, mmap=True)
-    summary = ckpt.get("summary") or {}
-    return {"step": ckpt.get("step"), "steps": summary.get("steps", ckpt.get("step")),
-            "best_fid_valid": ckpt.get("best_fid_valid")}
-
-
-def load_generator(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the generator saved by :func:`train_generator` (EMA weights when EMA was on), in eval mode."""
-    path = Path(checkpoint_path)
-    ckpt = _read_checkpoint(path)
-    parts = build_generator(ckpt["config"], ckpt["num_classes"], name=ckpt.get("name", "<name>"))
-    generator = parts.generator
-    generator.load_state_dict(ckpt["generator_state"])
-    return generator.to(device).eval()
-
-
-def load_discriminator(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the discriminator saved with an adversarial family's generator, in eval mode.
-
-    The networks are rebuilt through the family registry from the checkpoint's config, and the
-    saved discriminator weights (``discriminator_state``: the last step's, or with
-    ``model_selection`` the best step's, matching the generator) are loaded. ``forward(x, labels)``
-    returns ``{"source": (B,), "class_logits": (B, K) or None}`` for images in [-1, 1] at the
-    generator's ``image_size``.
-    """
-    path = Path(checkpoint_path)
-    ckpt = _read_checkpoint(path)
-    if "discriminator_state" not in ckpt:
-        raise PipelineError(
-            f"{path}: holds no discriminator weights (family {ckpt.get('family')!r} has no discriminator, "
-            "or the checkpoint was written before discriminators were saved; retrain it)"
-        )
-    parts = build_generator(ckpt["config"], ckpt["num_classes"], name=ckpt.get("name", "<name>"))
-    if parts.discriminator is None:
-        raise PipelineError(f"{path}: family {parts.family!r} builds no discriminator")
-    discriminator = parts.discriminator
-    discriminator.load_state_dict(ckpt["discriminator_state"])
-    return discriminator.to(device).eval()

@@ -1,6 +1,7 @@
 """Shared fixtures. Real data comes from ../shared/data beside the repository (never copied in)."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -60,3 +61,24 @@ def tiny_cvae_cfg(**over) -> dict:
     """A cVAE small enough to train a few steps in a test (override any key)."""
     return {"family": "cvae", "image_size": 32, "latent_dim": 100, "channels": 8, "conv_layers": 4, "kl_weight": 1.0,
             "batch_size": 16, "lr": 1e-3, "steps": 4, "checkpoint_every": 2, "log_every": 1, "seed": 0, **over}
+
+
+class ListHandler(logging.Handler):
+    """Keeps the messages of the records it receives (``.messages``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def capture_logger(name: str) -> tuple[logging.Logger, ListHandler]:
+    """A logger of its own whose messages the returned handler collects."""
+    logger = logging.getLogger(f"histaug-tests.{name}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = ListHandler()
+    logger.handlers = [handler]
+    return logger, handler

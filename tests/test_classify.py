@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+import histaug.classifier_training as classifier_training
 import histaug.classify as classify
+from histaug.classifier_training import train_classifier
 from histaug.classify import (
     ARCHS,
     IMAGENET_MEAN,
@@ -17,7 +19,6 @@ from histaug.classify import (
     load_classifier,
     penultimate_features,
     predict_proba,
-    train_classifier,
 )
 from histaug.metrics import binary_metrics
 from histaug.utils import PipelineError
@@ -233,7 +234,7 @@ def test_resume_state_from_other_settings_is_not_used(brightness_split, tmp_path
 
 def test_checkpoint_is_the_best_validation_epoch_not_the_last(brightness_split, tmp_path, monkeypatch):
     scripted = iter([(0.60, 0.55), (0.90, 0.80), (0.70, 0.75)])
-    monkeypatch.setattr(classify, "_validation_scores", lambda y, prob, selection: next(scripted))
+    monkeypatch.setattr(classifier_training, "_validation_scores", lambda y, prob, selection: next(scripted))
     data = _tiny(brightness_split)
     result = train_classifier("resnet34", *data, TINY_CFG, COMPUTE_FP32, seed=3, out_dir=tmp_path / "full", keep_state=True)
     assert result["best_epoch"] == 2 and result["valid_auc"] == 0.90
@@ -247,7 +248,7 @@ def test_checkpoint_is_the_best_validation_epoch_not_the_last(brightness_split, 
 
     # the same run stopped after epoch 2 holds exactly the saved weights
     scripted = iter([(0.60, 0.55), (0.90, 0.80)])
-    monkeypatch.setattr(classify, "_validation_scores", lambda y, prob, selection: next(scripted))
+    monkeypatch.setattr(classifier_training, "_validation_scores", lambda y, prob, selection: next(scripted))
     train_classifier("resnet34", *data, TINY_CFG, COMPUTE_FP32, seed=3, out_dir=tmp_path / "two", stop_after=2)
     epoch2 = torch.load(tmp_path / "two" / "state" / "last.pt", weights_only=True)["model"]
     for k in epoch2:

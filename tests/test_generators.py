@@ -1,8 +1,6 @@
 """Generator families, the family registry and the training loops (incl. exact resume)."""
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,11 +8,12 @@ import torch
 from torch import nn
 
 from histaug import train_generator as tg
-from histaug.train_generator import load_generator, state_hash, train_generator
+from histaug.generator_checkpoint import load_generator
+from histaug.train_generator import state_hash, train_generator
 from histaug.utils import PipelineError
 from models import GANParts, available_families, build_generator, register_family
 
-from conftest import alternating_labels, tiny_cgan_cfg, tiny_cvae_cfg  # noqa: E402
+from conftest import alternating_labels, capture_logger, tiny_cgan_cfg, tiny_cvae_cfg  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -28,24 +27,6 @@ cgan_cfg, cvae_cfg = tiny_cgan_cfg, tiny_cvae_cfg
 def patches(real_patches):
     """64 real patches with alternating labels (the shared folder holds one class only)."""
     return real_patches[:64], alternating_labels(64)
-
-
-class ListHandler(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-def capture_logger(name: str):
-    logger = logging.getLogger(f"test_generators.{name}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    handler = ListHandler()
-    logger.handlers = [handler]
-    return logger, handler
 
 
 def generator_state(path) -> dict:
@@ -257,7 +238,7 @@ def test_cgan_bce_bf16_channels_last_run(tmp_path, patches):
 
 def test_ema_weights_are_saved(tmp_path, patches):
     x, y = patches
-    cfg = cgan_cfg(steps=2, n_critic=1, ema_decay=0.5)
+    cfg = cgan_cfg(steps=2, n_critic=1, ema_decay=0.5, keep_state=True)
     out = tmp_path / "checkpoint.pt"
     train_generator("cgan", cfg, x, y, 2, out, tmp_path / "state", CPU)
     state = torch.load(tmp_path / "state" / "last.pt", weights_only=True)["trainer"]
@@ -274,17 +255,19 @@ def test_state_hash_ignores_steps_and_logging():
 
 
 def test_resume_extends_bit_identically(tmp_path, patches):
-    """train 2N straight == train N, then call again with steps=2N (resumes from state_dir/last.pt)."""
+    """train 2N straight == train N with keep_state, then call again with steps=2N (resumes from state_dir/last.pt)."""
     x, y = patches
     compute = {**CPU, "channels_last": True}
     straight = tmp_path / "a" / "g.pt"
-    train_generator("cgan", cgan_cfg(steps=4), x, y, 2, straight, tmp_path / "a" / "state", compute)
+    train_generator("cgan", cgan_cfg(steps=4, keep_state=True), x, y, 2, straight, tmp_path / "a" / "state", compute)
 
     log, handler = capture_logger("extend")
     split = tmp_path / "b" / "g.pt"
-    first = train_generator("cgan", cgan_cfg(steps=2), x, y, 2, split, tmp_path / "b" / "state", compute, log=log)
+    first = train_generator("cgan", cgan_cfg(steps=2, keep_state=True), x, y, 2, split, tmp_path / "b" / "state", compute,
+                            log=log)
     assert first["resumed_from"] == 0
-    second = train_generator("cgan", cgan_cfg(steps=4), x, y, 2, split, tmp_path / "b" / "state", compute, log=log)
+    second = train_generator("cgan", cgan_cfg(steps=4, keep_state=True), x, y, 2, split, tmp_path / "b" / "state", compute,
+                             log=log)
     assert second["resumed_from"] == 2 and second["steps_run"] == 2
     assert any("resuming" in m for m in handler.messages)
 
@@ -331,7 +314,8 @@ def test_vae_resume_is_bit_identical(tmp_path, patches):
     x, y = patches
     cfg = cvae_cfg(steps=4, ema_decay=0.9)
     train_generator("cvae", cfg, x, y, 2, tmp_path / "a" / "g.pt", tmp_path / "a" / "s", CPU)
-    train_generator("cvae", cvae_cfg(steps=2, ema_decay=0.9), x, y, 2, tmp_path / "b" / "g.pt", tmp_path / "b" / "s", CPU)
+    train_generator("cvae", cvae_cfg(steps=2, ema_decay=0.9, keep_state=True), x, y, 2, tmp_path / "b" / "g.pt",
+                    tmp_path / "b" / "s", CPU)
     train_generator("cvae", cfg, x, y, 2, tmp_path / "b" / "g.pt", tmp_path / "b" / "s", CPU)
     assert_states_equal(generator_state(tmp_path / "a" / "g.pt"), generator_state(tmp_path / "b" / "g.pt"))
 
@@ -339,9 +323,10 @@ def test_vae_resume_is_bit_identical(tmp_path, patches):
 def test_changed_config_ignores_old_state(tmp_path, patches):
     x, y = patches
     state_dir = tmp_path / "s"
-    train_generator("cvae", cvae_cfg(steps=2), x, y, 2, tmp_path / "g.pt", state_dir, CPU)
+    train_generator("cvae", cvae_cfg(steps=2, keep_state=True), x, y, 2, tmp_path / "g.pt", state_dir, CPU)
     log, handler = capture_logger("hash")
-    summary = train_generator("cvae", cvae_cfg(steps=3, lr=5e-4), x, y, 2, tmp_path / "g.pt", state_dir, CPU, log=log)
+    summary = train_generator("cvae", cvae_cfg(steps=3, lr=5e-4, keep_state=True), x, y, 2, tmp_path / "g.pt", state_dir,
+                              CPU, log=log)
     assert summary["resumed_from"] == 0 and summary["steps_run"] == 3
     assert any("ignoring" in m and "another config" in m for m in handler.messages)
     # other training data is not resumed either

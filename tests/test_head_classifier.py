@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from histaug.classify import head_source, load_classifier, predict_proba, train_classifier
+from histaug.classifier_training import train_classifier
+from histaug.classify import head_source, load_classifier, predict_proba
 from histaug.selectors import load_selector
 from histaug.train_generator import train_generator
 from histaug.utils import PipelineError

@@ -10,14 +10,9 @@ import torch
 from torch import nn
 
 from histaug.selectors import load_selector
-from histaug.train_generator import (
-    build_trainer,
-    load_discriminator,
-    load_generator,
-    prepare_images,
-    to_model_range,
-    train_generator,
-)
+from histaug.gan_trainers import build_trainer
+from histaug.generator_checkpoint import load_discriminator, load_generator
+from histaug.train_generator import prepare_images, to_model_range, train_generator
 from histaug.utils import PipelineError
 from models import available_families, build_generator
 from models.diffaug import PAPER_POLICY, DiffAugment
@@ -36,6 +31,7 @@ def family_cfg(family: str = "hvitgan", **over) -> dict:
     cfg.update(
         family=family, embed_dim=64, latent_dim=16, g_depth=1, batch_size=4, n_critic=1, lr=1e-4,
         betas=[0.0, 0.99], steps=3, ema_decay=0.9, checkpoint_every=2, log_every=1, seed=0,
+        keep_state=True,  # tests compare finished runs' training states and extend runs
     )
     cfg.update(over)
     return cfg

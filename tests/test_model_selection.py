@@ -113,8 +113,8 @@ def train(tmp, name, cfg, data, **kw):
 
 @pytest.mark.parametrize("family, ema_decay", [("cgan", 0.9), ("cgan", None), ("cvae", 0.9)])
 def test_best_step_is_the_argmin_and_the_checkpoint_holds_its_networks(tmp_path, data, family, ema_decay):
-    def make(**over):
-        return CONFIGS[family](ema_decay=ema_decay, **over)
+    def make(**over):  # keep_state: the finished runs' training states are compared below
+        return CONFIGS[family](ema_decay=ema_decay, keep_state=True, **over)
 
     out, summary = train(tmp_path, "sel", make(model_selection=SELECT), data)
     hist = pd.read_csv(out.parent / "history.csv")
@@ -150,7 +150,7 @@ def test_best_step_is_the_argmin_and_the_checkpoint_holds_its_networks(tmp_path,
 def test_a_middle_step_wins_and_nan_never_wins(tmp_path, data):
     """Prescribed scores 5, 3, 4, NaN at steps 2, 4, 6, 8: the checkpoint is step 4's."""
     x, y, _ = data
-    cfg = cgan_cfg(model_selection=SELECT)
+    cfg = cgan_cfg(model_selection=SELECT, keep_state=True)
     scorer = ScriptedScorer([5.0, 3.0, 4.0, float("nan")])
     seed_everything(0)
     parts = build_generator(cfg, 2, name="g")
@@ -253,12 +253,15 @@ def test_interrupted_run_keeps_the_same_best(tmp_path, data, monkeypatch, family
 
 def test_changed_selection_or_validation_data_starts_fresh(tmp_path, data):
     x, y, valid = data
-    train(tmp_path, "a", cgan_cfg(steps=4, model_selection=SELECT), data)
-    _, again = train(tmp_path, "a", cgan_cfg(steps=6, model_selection=SELECT), data)
+    def cfg(steps, **selection):  # keep_state: each run leaves a state that the next could extend
+        return cgan_cfg(steps=steps, keep_state=True, model_selection={**SELECT, **selection})
+
+    train(tmp_path, "a", cfg(4), data)
+    _, again = train(tmp_path, "a", cfg(6), data)
     assert again["resumed_from"] == 4  # same settings: extends
-    _, changed = train(tmp_path, "a", cgan_cfg(steps=6, model_selection={**SELECT, "every": 3}), data)
+    _, changed = train(tmp_path, "a", cfg(8, every=3), data)
     assert changed["resumed_from"] == 0
-    _, other_valid = train(tmp_path, "a", cgan_cfg(steps=6, model_selection={**SELECT, "every": 3}), (x, y, valid[::-1].copy()))
+    _, other_valid = train(tmp_path, "a", cfg(10, every=3), (x, y, valid[::-1].copy()))
     assert other_valid["resumed_from"] == 0
 
 
@@ -275,7 +278,8 @@ def inception_weights(tmp_path_factory):
 def test_real_inception_selection(tmp_path, data, inception_weights):
     t0 = time.perf_counter()
     x, y, valid = data
-    features = inception_feature_fn({"status": "ok", "weights": str(inception_weights)}, "g", "cpu")
+    features = inception_feature_fn({"status": "ok", "weights": str(inception_weights),
+                                     "sha256": fid.sha256_of_file(inception_weights)}, "g", "cpu")
     cfg = cgan_cfg(steps=2, log_every=1, model_selection={"every": 1, "n_images": 6})
     out = tmp_path / "g" / "checkpoint.pt"
     summary = train_generator("g", cfg, x, y, 2, out, tmp_path / "g" / "state", CPU,

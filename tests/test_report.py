@@ -358,6 +358,7 @@ def test_write_report(runs, generation_files, sample_files, tmp_path):
                            per_class=3, histories=histories)
     expected = {"tables/downstream.csv", "tables/downstream_summary.csv", "tables/downstream_summary.md",
                 "tables/downstream_summary.tex", "tables/generation.csv", "tables/generation.md",
+                "tables/downstream_per_class.csv", "tables/downstream_per_class.md",
                 "figures/roc_curves.png", "figures/auc_bars.png", "figures/generator_training.png", "report.md"}
     expected |= {f"figures/{kind}_{g}.png" for g in GENERATORS for kind in ("samples", "selected")}
     assert set(written) == expected

@@ -28,6 +28,7 @@ rule train_classifier:
     params:
         downstream=DS,
         compute=config["compute"],
+        divergence=config.get("divergence", {}),
     threads: THREADS
     resources:
         gpu=1,

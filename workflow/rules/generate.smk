@@ -26,6 +26,7 @@ rule train_generator:
     params:
         gen_cfg=lambda wc: config["generators"][wc.gen],
         compute=config["compute"],
+        divergence=config.get("divergence", {}),
         state_dir=lambda wc: f"{R}/generators/{wc.gen}/state",
     threads: THREADS
     priority: 10  # the longest chain starts here: schedule generators before classifiers

@@ -33,6 +33,8 @@ rule report:
         summary_md=f"{R}/tables/downstream_summary.md",
         summary_tex=f"{R}/tables/downstream_summary.tex",
         generation=f"{R}/tables/generation.csv",
+        per_class=f"{R}/tables/downstream_per_class.csv",
+        per_class_md=f"{R}/tables/downstream_per_class.md",
     params:
         generators=GENERATORS,
         archs=ARCHS,

@@ -4,16 +4,16 @@ from histaug.classify import load_classifier, penultimate_features
 from histaug.fid import InceptionFeatures, extract_features, generation_metrics, load_features
 from histaug.io import read_images
 from histaug.labels import load_labelled
-from histaug.metrics import binary_metrics
+from histaug.metrics import classification_metrics
 from histaug.rulekit import run_rule
 from histaug.selectors import load_selector
-from histaug.train_generator import checkpoint_step
+from histaug.generator_checkpoint import checkpoint_step
 from histaug.utils import cap_images, get_device, read_json, write_json
 
 
 def main(smk, log):
     ev, compute = smk.params.evaluation, smk.params.compute
-    device = get_device(compute["device"])
+    device = get_device(compute)
     x_all, _ = read_images(smk.input.samples)
     x_sel, _ = read_images(smk.input.selected)
     cap = int(ev.get("max_images", 10000))
@@ -31,7 +31,7 @@ def main(smk, log):
            "fid": None, "kid_mean": None, "kid_std": None,
            "feature_space": f"{fs['arch']} real-data classifier (seed {fs['seed']})"}
     if status["status"] == "ok":
-        net = InceptionFeatures(status["weights"], device)
+        net = InceptionFeatures(status["weights"], device, sha256=status["sha256"])
         fake = extract_features(net, x, bs, desc="inception (generated)")
         m = generation_metrics(real["inception"], fake, **kid)
         out.update(fid=m["fid"], kid_mean=m["kid_mean"], kid_std=m["kid_std"], n_real=m["n_real"])
@@ -43,8 +43,8 @@ def main(smk, log):
     out.update(feature_fid=fm["fid"], feature_kid_mean=fm["kid_mean"], feature_kid_std=fm["kid_std"])
     if smk.params.has_head:
         xt, yt = load_labelled(smk.input.test, smk.input.labels, "test")
-        prob = load_selector("head", smk.input.checkpoint, compute)(xt)[:, 1]
-        out["head_test"] = binary_metrics(yt, prob)
+        prob = load_selector("head", smk.input.checkpoint, compute)(xt)
+        out["head_test"] = classification_metrics(yt, prob)
         log.info("class head as trained by the GAN, on the real test split: %s", out["head_test"])
     write_json(out, smk.output[0])
     log.info("%s", out)

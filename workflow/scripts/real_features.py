@@ -11,7 +11,7 @@ from histaug.utils import get_device, read_json
 def main(smk, log):
     ev, compute = smk.params.evaluation, smk.params.compute
     size = int(smk.wildcards.size)
-    device = get_device(compute["device"])
+    device = get_device(compute)
     x, _ = read_images(smk.input.images)
     cap = int(ev.get("max_images", 10000))
     if len(x) > cap:
@@ -21,7 +21,7 @@ def main(smk, log):
     bs = int(ev.get("batch_size", 64))
     status = read_json(smk.input.inception)
     if status["status"] == "ok":
-        net = InceptionFeatures(status["weights"], device)
+        net = InceptionFeatures(status["weights"], device, sha256=status["sha256"])
         inception = extract_features(net, x, bs, desc="inception (real)")
     else:  # FID/KID will be n/a; an empty array keeps the file structure
         inception = np.zeros((0, 2048))

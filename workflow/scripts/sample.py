@@ -4,13 +4,13 @@ import pandas as pd
 from histaug.io import write_images
 from histaug.rulekit import run_rule
 from histaug.sampling import generate, n_per_class_from_config
-from histaug.train_generator import load_generator
+from histaug.generator_checkpoint import load_generator
 from histaug.utils import get_device, read_json
 
 
 def main(smk, log):
     cfg = smk.params.sampling
-    device = get_device(smk.params.compute["device"])
+    device = get_device(smk.params.compute)
     net = load_generator(smk.input.checkpoint, device=device)
     num_classes = read_json(smk.input.labels_meta)["num_classes"]
     subset_labels = pd.read_csv(smk.input.subset)["label"].to_numpy()

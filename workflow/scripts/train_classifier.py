@@ -2,12 +2,13 @@
 import numpy as np
 import pandas as pd
 
-from histaug.classify import head_source, load_classifier, predict_proba, train_classifier
+from histaug.classifier_training import train_classifier
+from histaug.classify import head_source, load_classifier, predict_proba
 from histaug.labels import load_labelled
 from histaug.trainsets import training_set
-from histaug.metrics import binary_metrics
+from histaug.metrics import classification_metrics
 from histaug.rulekit import run_rule
-from histaug.utils import get_device, write_csv, write_json
+from histaug.utils import get_device, read_json, write_csv, write_json
 
 
 def main(smk, log):
@@ -24,11 +25,16 @@ def main(smk, log):
     head = head_source(smk.input.head[0]) if smk.input.head else None
     if head is not None:
         log.info("%s: fine-tuning the class head of %s (discriminator from %s)", arch, head["generator"], smk.input.head[0])
-    summary = train_classifier(arch, x, y, xv, yv, cfg, compute, seed, out_dir, log=log, head=head)
-    model, meta = load_classifier(smk.output.model, device=get_device(compute["device"]))
-    prob = predict_proba(model, meta, xt, compute=compute)[:, 1]
-    metrics = binary_metrics(yt, prob)
-    write_csv(pd.DataFrame({"index": np.arange(len(yt)), "label": yt, "prob_pos": prob}), smk.output.predictions)
+    num_classes = int(read_json(smk.input.labels_meta)["num_classes"])
+    summary = train_classifier(arch, x, y, xv, yv, cfg, compute, seed, out_dir, log=log, head=head,
+                               num_classes=num_classes, divergence=dict(smk.params.divergence))
+    model, meta = load_classifier(smk.output.model, device=get_device(compute))
+    prob = predict_proba(model, meta, xt, compute=compute)
+    metrics = classification_metrics(yt, prob)
+    columns = {"index": np.arange(len(yt)), "label": yt, **{f"prob_{k}": prob[:, k] for k in range(prob.shape[1])}}
+    if prob.shape[1] == 2:
+        columns["prob_pos"] = prob[:, 1]  # the positive class of a binary task
+    write_csv(pd.DataFrame(columns), smk.output.predictions)
     write_json({"arch": arch, "variant": variant, "kind": kind, "generator": gen, "seed": seed, **metrics,
                 "best_epoch": meta.get("best_epoch"), "valid_auc": meta.get("valid_auc"),
                 "n_real": 0 if kind == "synthetic" else len(real[0]), "n_synthetic": n_syn,

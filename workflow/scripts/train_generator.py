@@ -17,14 +17,15 @@ def main(smk, log):
     selection = {}
     if smk.params.gen_cfg.get("model_selection"):
         feature_fn = inception_feature_fn(read_json(smk.input.inception), smk.wildcards.gen,
-                                          get_device(smk.params.compute["device"]))
+                                          get_device(smk.params.compute))
         x_valid, _ = load_labelled(smk.input.valid, smk.input.labels, "valid")
         ms = smk.params.gen_cfg["model_selection"]
         log.info("model selection every %d steps: FID of %d generated images against up to %d of the %d validation images",
                  ms["every"], ms["n_images"], ms["n_images"], len(x_valid))
         selection = dict(selection_images=x_valid, feature_fn=feature_fn)
     train_generator(smk.wildcards.gen, dict(smk.params.gen_cfg), x, y, num_classes, smk.output.checkpoint,
-                    smk.params.state_dir, dict(smk.params.compute), log=log, **selection)
+                    smk.params.state_dir, dict(smk.params.compute), log=log, divergence=dict(smk.params.divergence),
+                    **selection)
 
 
 run_rule(snakemake, main)  # noqa: F821

@@ -9,7 +9,7 @@ def main(smk, log):
     kind = settings["features"]
     extract = feature_extractor(kind, classifier=smk.input.features if kind == "classifier" else None,
                                 inception_status=smk.input.features if kind == "inception" else None,
-                                device=get_device(smk.params.compute["device"]), batch_size=int(smk.params.batch_size))
+                                device=get_device(smk.params.compute), batch_size=int(smk.params.batch_size))
     class_names = read_json(smk.input.labels_meta)["class_names"]
     out = smk.output
     write_tsne(parse_panels(smk.params.panels), list(smk.input.samples), extract, class_names, settings,
