@@ -8,7 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from histaug.config import downstream_runs, head_generator, selector_for, validate_config
+from histaug.attribute_table import attribute_names
+from histaug.config import downstream_runs, generator_condition, head_generator, selector_for, validate_config
 from histaug.trainsets import parse_trainset
 from models import families_with_class_head
 
@@ -19,6 +20,12 @@ validate_config(config)
 R = config["results_dir"]
 SPLITS = ["train", "valid", "test"]
 GENERATORS = list(config["run_generators"])
+# Attribute-conditioned generators (AttributeGAN and the multi-attribute baselines) are judged by FID and
+# attribute error; class-conditioned ones also feed selective augmentation and the classifiers.
+ATTR_GENERATORS = [g for g in GENERATORS if generator_condition(config, g) == "attributes"]
+CLASS_GENERATORS = [g for g in GENERATORS if g not in ATTR_GENERATORS]
+ATTR = config.get("attributes") or {}
+ATTR_NAMES = attribute_names(ATTR) if ATTR.get("source") else []
 DS = config["downstream"]
 SEL_ARCH = config["selection"].get("selector_arch", "resnet34")
 SEL_SEED = config["selection"].get("selector_seed", DS["seeds"][0])
@@ -41,6 +48,7 @@ wildcard_constraints:
 
 
 include: "workflow/rules/data.smk"
+include: "workflow/rules/attributes.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/downstream.smk"
 include: "workflow/rules/evaluate.smk"

@@ -54,7 +54,8 @@ def load_patches(n: int) -> tuple[np.ndarray, str]:
     return rng.integers(0, 256, size=(n, 96, 96, 3), dtype=np.uint8), "uniform noise (shared data not found)"
 
 
-def _run_one(weights: str, images: np.ndarray, batch_size: int, threads: int | None, queue) -> None:
+def _run_one(weights: str, images: np.ndarray, batch_size: int, threads: int | None, queue,
+             channels_last: bool = False) -> None:
     """Child process: load the extractor, warm up, time one pass over `images`."""
     import torch
 
@@ -62,7 +63,7 @@ def _run_one(weights: str, images: np.ndarray, batch_size: int, threads: int | N
         torch.set_num_threads(threads)
     base = _rss_now_mb()
     t0 = time.perf_counter()
-    extractor = fid.InceptionFeatures(weights, device="cpu")
+    extractor = fid.InceptionFeatures(weights, device="cpu", channels_last=channels_last)
     load_s = time.perf_counter() - t0
     after_load = _rss_now_mb()
     extractor(images[: min(2, len(images))])  # warm-up (allocator, kernels)
@@ -72,6 +73,7 @@ def _run_one(weights: str, images: np.ndarray, batch_size: int, threads: int | N
     queue.put(
         {
             "batch_size": batch_size,
+            "channels_last": channels_last,
             "n_images": int(len(images)),
             "seconds": round(elapsed, 3),
             "images_per_s": round(len(images) / elapsed, 2),
@@ -107,6 +109,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--metrics", action="store_true", help="also time FID/KID on 2048-d features")
+    ap.add_argument("--layouts", nargs="+", default=["contiguous", "channels_last"],
+                    choices=["contiguous", "channels_last"], help="memory layouts to compare (compute.channels_last)")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
 
@@ -131,13 +135,15 @@ def main(argv=None) -> dict:
     ctx = mp.get_context("spawn")
     runs = []
     for bs in args.batch_sizes:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_run_one, args=(str(weights), images, bs, args.threads, queue))
-        proc.start()
-        result = queue.get()
-        proc.join()
-        runs.append(result)
-        print(json.dumps(result), file=sys.stderr)
+        for layout in args.layouts:
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_run_one, args=(str(weights), images, bs, args.threads, queue,
+                                                      layout == "channels_last"))
+            proc.start()
+            result = queue.get()
+            proc.join()
+            runs.append(result)
+            print(json.dumps(result), file=sys.stderr)
 
     report = {
         "benchmark": "Inception (torch-fidelity inception-v3-compat) feature extraction, 96x96 -> 299x299, CPU",

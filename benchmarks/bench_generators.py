@@ -51,7 +51,7 @@ def measure(name: str, args) -> dict:
     seed_everything(0)
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    parts = build_generator(gen_cfg, num_classes=2, name=name)
+    parts = build_generator(gen_cfg, condition=2, name=name)
     trainer = build_trainer(name, gen_cfg, parts, compute)
     device = trainer.device
     rng = np.random.default_rng(0)

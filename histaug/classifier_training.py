@@ -31,6 +31,7 @@ from .classify import (
     GAN_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    AttributePredictor,
     _batched,
     _check_images,
     _precision,
@@ -68,14 +69,15 @@ def train_step(
     y: torch.Tensor,
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
+    loss_fn=None,
 ) -> torch.Tensor:
-    """One cross-entropy optimisation step under the requested autocast; returns the detached loss.
-
-    The gradients stay on the parameters until the next step (for the gradient norm)."""
+    """One optimisation step under the requested autocast (cross-entropy unless ``loss_fn(logits, y)``
+    is given); returns the detached loss. The gradients stay on the parameters until the next step
+    (for the gradient norm)."""
     optimizer.zero_grad(set_to_none=True)
     with autocast(x.device, precision):
         logits = model(x)
-    loss = F.cross_entropy(logits.float(), y)
+    loss = (loss_fn or F.cross_entropy)(logits.float(), y)
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -111,6 +113,50 @@ def _validation_scores(y: np.ndarray, prob: np.ndarray, selection: str) -> tuple
         return macro_auc(y, prob), acc
 
 
+def multi_head_loss(levels):
+    """Sum over attributes of the cross-entropy of each head (logits concatenated, labels (B, A))."""
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        blocks = torch.split(logits, tuple(levels), dim=1)
+        return sum(F.cross_entropy(b, y[:, a]) for a, b in enumerate(blocks))
+    return loss
+
+
+def multi_head_softmax(levels):
+    """Softmax within each attribute's block of concatenated logits (for :func:`histaug.classify._batched`)."""
+    def head(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        blocks = torch.split(model(x).float(), tuple(levels), dim=1)
+        return torch.cat([torch.softmax(b, dim=1) for b in blocks], dim=1)
+    return head
+
+
+def expected_levels(prob: np.ndarray, levels) -> np.ndarray:
+    """(N, A) expected level of every attribute, normalised to [0, 1] (E[level] / (L - 1)), from the
+    per-attribute softmax blocks ``prob`` (N, L_1 + ... + L_A)."""
+    out, start = [], 0
+    for n in levels:
+        block = prob[:, start:start + n]
+        out.append(block @ np.arange(n) / max(n - 1, 1))
+        start += n
+    return np.stack(out, axis=1)
+
+
+def attribute_mse(prob: np.ndarray, y: np.ndarray, levels) -> np.ndarray:
+    """Per attribute, the mean squared error between the expected normalised level and the true one."""
+    truth = np.asarray(y, np.float64) / np.maximum(np.asarray(levels, np.float64) - 1, 1)
+    return np.mean((expected_levels(prob, levels) - truth) ** 2, axis=0)
+
+
+def _attribute_scores(y: np.ndarray, prob: np.ndarray, levels) -> tuple[float, float]:
+    """(mean attribute MSE, mean per-attribute accuracy) on the validation set; NaN for non-finite outputs."""
+    if not np.all(np.isfinite(prob)):
+        return float("nan"), float("nan")
+    accs, start = [], 0
+    for a, n in enumerate(levels):
+        accs.append(np.mean(prob[:, start:start + n].argmax(axis=1) == y[:, a]))
+        start += n
+    return float(np.mean(attribute_mse(prob, y, levels))), float(np.mean(accs))
+
+
 def _scale_learning_rate(optimizer, scheduler, factor: float) -> None:
     """Multiply the current and the scheduled learning rates by ``factor``."""
     for group in optimizer.param_groups:
@@ -122,25 +168,35 @@ class _ClassifierRun:
     """Settings, model, optimiser and resumable state of one train_classifier call."""
 
     def __init__(self, arch, train_x, train_y, valid_x, valid_y, cfg, compute, seed, out_dir, log, num_classes, head,
-                 lr_scale):
+                 lr_scale, heads=None):
         self.arch, self.seed, self.log, self.head = arch, int(seed), log, head
+        self.heads = tuple(int(n) for n in heads) if heads else None
         self.timm_name = _timm_spec(arch)[0] if head is None else \
             f"{head['family']} discriminator of generator {head['generator']}"
-        self.train_x, self.train_y = _check_images(train_x, train_y, "training set")
-        self.valid_x, self.valid_y = _check_images(valid_x, valid_y, "validation set")
+        if self.heads:
+            (self.train_x, _), (self.valid_x, _) = _check_images(train_x, None, "training set"), \
+                _check_images(valid_x, None, "validation set")
+            self.train_y, self.valid_y = self._attribute_labels(train_y, "training"), self._attribute_labels(valid_y, "validation")
+            num_classes = sum(self.heads)
+        else:
+            self.train_x, self.train_y = _check_images(train_x, train_y, "training set")
+            self.valid_x, self.valid_y = _check_images(valid_x, valid_y, "validation set")
         if len(self.train_x) < 2:
             raise PipelineError(f"training set: {len(self.train_x)} images; need at least 2")
         if len(self.valid_x) < 1:
             raise PipelineError("validation set is empty; the best epoch is chosen on it")
         if num_classes is None:
             num_classes = max(2, int(max(self.train_y.max(), self.valid_y.max())) + 1)
-        if max(self.train_y.max(), self.valid_y.max()) >= num_classes:
+        if not self.heads and max(self.train_y.max(), self.valid_y.max()) >= num_classes:
             raise PipelineError(f"labels exceed num_classes={num_classes}")
         self._settings(cfg, compute, num_classes)
         out_dir = Path(out_dir)
         self.state_path, self.model_path, self.history_path = out_dir / "state" / "last.pt", out_dir / "model.pt", \
             out_dir / "history.csv"
-        self.selection = "auc" if len(np.unique(self.valid_y)) >= 2 else "accuracy"
+        if self.heads:
+            self.selection = "attribute_error"
+        else:
+            self.selection = "auc" if len(np.unique(self.valid_y)) >= 2 else "accuracy"
         if self.selection == "accuracy":
             log.warning(f"{arch} seed {seed}: the validation set holds a single class, so AUC is undefined; "
                         "the best epoch is chosen by validation accuracy")
@@ -148,12 +204,21 @@ class _ClassifierRun:
             "format": STATE_FORMAT, "arch": arch, "num_classes": self.num_classes, "image_size": self.image_size,
             "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
             "augment": self.augment, "pretrained": str(self.pretrained) if self.pretrained else None,
-            "head": head["digest"] if head is not None else None, "precision": self.precision,
+            "head": head["digest"] if head is not None else None, "heads": self.heads, "precision": self.precision,
             "channels_last": self.channels_last, "device": self.device.type, "seed": self.seed,
             "data": _fingerprint(self.train_x, self.train_y, self.valid_x, self.valid_y),
         })
         self._build(lr_scale)
         self.guard = DivergenceGuard(f"classifier {arch} (seed {seed})", self._fix())
+
+    def _attribute_labels(self, y, what: str) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim != 2 or y.shape[1] != len(self.heads) or not np.issubdtype(y.dtype, np.integer):
+            raise PipelineError(f"{what} attribute levels: expected integers of shape (N, {len(self.heads)}), got "
+                                f"{y.dtype} {y.shape}")
+        if len(y) and ((y < 0).any() or (y >= np.asarray(self.heads)).any()):
+            raise PipelineError(f"{what} attribute levels outside 0..L-1 for level counts {list(self.heads)}")
+        return y.astype(np.int64)
 
     def _settings(self, cfg: dict, compute: dict, num_classes: int) -> None:
         self.image_size = int(cfg.get("image_size") or self.train_x.shape[1])
@@ -190,8 +255,12 @@ class _ClassifierRun:
     def _build(self, lr_scale: float) -> None:
         seed_everything(self.seed)
         head = self.head
-        model = build_head_classifier(head) if head is not None else \
-            build_classifier(self.arch, self.num_classes, self.pretrained)
+        if self.heads:
+            model = AttributePredictor(self.arch, self.heads, self.pretrained)
+        elif head is not None:
+            model = build_head_classifier(head)
+        else:
+            model = build_classifier(self.arch, self.num_classes, self.pretrained)
         self.model = model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -250,7 +319,8 @@ class _ClassifierRun:
             idx = perm[step * bs: (step + 1) * bs]
             x = to_model_input(images[idx], self.image_size, self.norm["mean"], self.norm["std"], self.device,
                                self.channels_last, augment_generator=self.generator if self.augment else None)
-            loss = train_step(self.model, self.optimizer, x, labels[idx].to(self.device), self.precision, self.scaler)
+            loss = train_step(self.model, self.optimizer, x, labels[idx].to(self.device), self.precision, self.scaler,
+                              multi_head_loss(self.heads) if self.heads else None)
             terms = {"loss": loss} if self.scaler is not None else {"loss": loss, "grad_norm": grad_norm(self.model.parameters())}
             self.guard.observe(epoch * self.steps_per_epoch + step + 1, terms)
             self.scheduler.step()
@@ -270,17 +340,23 @@ class _ClassifierRun:
         self.guard.check((epoch + 1) * self.steps_per_epoch, {"classifier": self.model}, self._kept_note())
         meta = {"image_size": self.image_size, "normalisation": self.norm}
         prob = _batched(self.model, meta, self.valid_x, max(2 * self.batch_size, 64), self.precision,
-                        self.channels_last, _softmax_head)
-        valid_auc, valid_acc = _validation_scores(self.valid_y, prob, self.selection)
-        metric = valid_auc if self.selection == "auc" else valid_acc
+                        self.channels_last, multi_head_softmax(self.heads) if self.heads else _softmax_head)
+        row = {"epoch": epoch + 1, "train_loss": train_loss}
+        if self.heads:
+            row["valid_error"], row["valid_acc"] = _attribute_scores(self.valid_y, prob, self.heads)
+            row["valid_auc"], metric = float("nan"), -row["valid_error"]
+        else:
+            row["valid_auc"], row["valid_acc"] = _validation_scores(self.valid_y, prob, self.selection)
+            metric = row["valid_auc"] if self.selection == "auc" else row["valid_acc"]
         is_best = math.isfinite(metric) and metric > self.best["metric"]
         if is_best:
-            self.best.update(metric=metric, epoch=epoch + 1, auc=valid_auc, acc=valid_acc, state=_cpu_state(self.model))
-        seconds = time.perf_counter() - t0
-        self.history.append({"epoch": epoch + 1, "train_loss": train_loss, "valid_auc": valid_auc,
-                             "valid_acc": valid_acc, "seconds": seconds})
+            self.best.update(metric=metric, epoch=epoch + 1, auc=row["valid_auc"], acc=row["valid_acc"],
+                             state=_cpu_state(self.model))
+        row["seconds"] = time.perf_counter() - t0
+        self.history.append(row)
+        scores = " ".join(f"{k}={row[k]:.4f}" for k in ("valid_auc", "valid_acc", "valid_error") if k in row)
         self.log.info(f"{self.arch} seed {self.seed} epoch {epoch + 1}/{self.epochs}: train_loss={train_loss:.4f} "
-                      f"valid_auc={valid_auc:.4f} valid_acc={valid_acc:.4f} ({seconds:.1f}s){' best' if is_best else ''}")
+                      f"{scores} ({row['seconds']:.1f}s){' best' if is_best else ''}")
         save_state(self.state_path, {
             "format": STATE_FORMAT, "config_hash": self.run_hash, "epoch": epoch + 1, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -299,14 +375,17 @@ class _ClassifierRun:
             "image_size": self.image_size, "best_epoch": int(self.best["epoch"]), "valid_auc": float(self.best["auc"]),
             "valid_acc": float(self.best["acc"]), "selection_metric": self.selection, "normalisation": self.norm,
             "seed": self.seed, "epochs": self.epochs, "train_size": int(len(self.train_x)),
-            "train_class_counts": np.bincount(self.train_y, minlength=self.num_classes).tolist(),
+            "train_class_counts": None if self.heads else np.bincount(self.train_y, minlength=self.num_classes).tolist(),
             "precision": self.precision, "pretrained": str(self.pretrained) if self.pretrained else None,
             "head": {k: head[k] for k in ("generator", "family", "config", "num_classes", "image_size", "digest")}
             if head else None,
             "lr": self.lr, "lr_scale": self.lr_scale, "config_hash": self.run_hash,
         }
+        if self.heads:
+            meta.update(heads=list(self.heads), valid_error=-float(self.best["metric"]))
         save_state(self.model_path, {"state_dict": self.best["state"], "meta": meta})
-        write_csv(pd.DataFrame(self.history, columns=HISTORY_COLUMNS), self.history_path)
+        columns = HISTORY_COLUMNS if not self.heads else HISTORY_COLUMNS[:2] + ["valid_error"] + HISTORY_COLUMNS[2:]
+        write_csv(pd.DataFrame(self.history, columns=columns), self.history_path)
         if not keep_state:
             clear_state(self.state_path.parent)
         self.log.info(f"{self.arch} seed {self.seed}: best epoch {meta['best_epoch']} (valid_auc={meta['valid_auc']:.4f}, "
@@ -330,6 +409,7 @@ def train_classifier(
     keep_state: bool = False,
     head: dict | None = None,
     divergence: dict | None = None,
+    heads=None,
 ) -> dict:
     """Train one classifier and keep the epoch with the best validation score.
 
@@ -349,6 +429,11 @@ def train_classifier(
     instead of a timm network (arch ``<generator>_head``): it starts from the GAN-trained weights,
     sees images in [-1, 1] at the generator's resolution and uses ``cfg["head_lr"]`` (default ``lr``).
 
+    `heads` (level counts L_1..L_A) trains an attribute predictor instead
+    (:class:`histaug.classify.AttributePredictor`: one classification head per attribute, summed
+    cross-entropies; labels (N, A)); the best epoch is the one with the lowest mean attribute error
+    (MSE of the expected normalised level, ``valid_error`` in history.csv).
+
     Returns a summary dict: finished, best_epoch, valid_auc, valid_acc, selection_metric,
     epochs_completed, resumed_from_epoch, model_path, history_path, seconds, lr_scale,
     divergence_retries.
@@ -358,7 +443,7 @@ def train_classifier(
 
     def attempt(lr_scale: float) -> dict:
         run = _ClassifierRun(arch, train_x, train_y, valid_x, valid_y, cfg, compute, seed, out_dir, log, num_classes,
-                             head, lr_scale)
+                             head, lr_scale, heads)
         resumed_from = run.start_epoch
         for epoch in range(run.start_epoch, run.epochs):
             if stop_after is not None and epoch >= stop_after:

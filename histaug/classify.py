@@ -35,6 +35,7 @@ ARCHS = ("resnet34", "resnet50_cbam", "densenet169")
 
 # pipeline name -> (timm model name, extra timm kwargs)
 _TIMM_SPECS: dict[str, tuple[str, dict]] = {
+    "resnet18": ("resnet18", {}),  # the attribute-error evaluator (AttributeGAN §3)
     "resnet34": ("resnet34", {}),
     # CBAM (channel + spatial attention) in every bottleneck, before the residual add.
     "resnet50_cbam": ("resnet50", {"block_args": {"attn_layer": "cbam"}}),
@@ -78,6 +79,34 @@ def build_classifier(arch: str, num_classes: int = 2, pretrained_path: str | Pat
     if pretrained_path:
         _load_pretrained(model, arch, Path(pretrained_path))
     return model
+
+
+class AttributePredictor(nn.Module):
+    """A timm backbone with one classification head per attribute (AttributeGAN's attribute-error
+    evaluator: ImageNet ResNet18 fine-tuned to predict every attribute's level).
+
+    ``forward(x)`` returns the heads' logits concatenated, (B, L_1 + ... + L_A); :meth:`split`
+    cuts them into one (B, L_a) block per attribute.
+    """
+
+    def __init__(self, arch: str, levels, pretrained_path: str | Path | None = None):
+        super().__init__()
+        self.levels = tuple(int(n) for n in levels)
+        self.backbone = build_classifier(arch, 0, pretrained_path)
+        self.heads = nn.ModuleList(nn.Linear(self.backbone.num_features, n) for n in self.levels)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        pooled = self.backbone.forward_head(features, pre_logits=True)
+        return pooled if pre_logits else torch.cat([head(pooled) for head in self.heads], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def split(self, logits: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(logits, self.levels, dim=1))
 
 
 class ClassHeadClassifier(nn.Module):
@@ -374,6 +403,8 @@ def load_classifier(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
                             "compute.precision.downstream: fp32)")
     if meta.get("head"):
         model = build_head_classifier(meta["head"])
+    elif meta.get("heads"):
+        model = AttributePredictor(meta["arch"], meta["heads"])
     else:
         model = build_classifier(meta["arch"], int(meta["num_classes"]))
     model.load_state_dict(state, strict=True)

@@ -63,6 +63,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
         if g not in config["generators"]:
             raise PipelineError(f"config run_generators lists {g!r}, which is not defined under `generators` "
                                 f"(defined: {sorted(config['generators'])})")
+    _check_conditions(config)
     from .trainsets import parse_trainset
 
     ds = config["downstream"]
@@ -83,13 +84,14 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
             raise PipelineError(f"config downstream.head_classifiers.{gen}: family {config['generators'][gen]['family']!r} has no "
                                 f"classification head (families with one: {heads})")
     sel = config["selection"]
+    class_generators = [g for g in config["run_generators"] if generator_condition(config, g) == "class"]
     if sel["selector"] == "head":
-        no_head = [n for n in config["run_generators"] if config["generators"][n]["family"] not in heads]
+        no_head = [n for n in class_generators if config["generators"][n]["family"] not in heads]
         if no_head:
             raise PipelineError(f"config selection.selector='head' needs a generator with a classification head, but "
                                 f"{no_head} have none; use selector 'auto' (head where there is one, baseline elsewhere), "
                                 "'baseline', or remove them")
-    if any(selector_for(config, g) == "baseline" for g in config["run_generators"]):
+    if any(selector_for(config, g) == "baseline" for g in class_generators):
         if sel.get("selector_arch", "resnet34") not in ds["archs"]:
             raise PipelineError(f"config selection.selector_arch={sel.get('selector_arch')!r} must be one of "
                                 f"downstream.archs {ds['archs']} (the selector is that real-data classifier)")
@@ -100,7 +102,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
         raise PipelineError(f"config evaluation.feature_space={fs}: arch and seed must be among downstream.archs/seeds")
     from .embedding import parse_panels
 
-    parse_panels(config["report"].get("tsne"), config["run_generators"])  # each panel's generator must run
+    parse_panels(config["report"].get("tsne"), class_generators)  # each panel's generator must run, class-conditioned
     fr = config["split"]["fractions"]
     if abs(sum(fr.values()) - 1) > 1e-6:
         raise PipelineError(f"config split.fractions={fr}: must sum to 1")
@@ -117,6 +119,28 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
                                 f"({results_dir} is in {data_dir}); data_dir is only ever read. Set results_dir to a "
                                 "folder outside data_dir.")
     return config
+
+
+def _check_conditions(config: dict) -> None:
+    """Attribute-conditioned generators need attributes, a family that takes them, and no downstream use."""
+    from models import family_conditions
+
+    from .trainsets import parse_trainset
+
+    attribute_gens = [g for g in config["run_generators"] if generator_condition(config, g) == "attributes"]
+    for g in config["run_generators"]:
+        kind, family = generator_condition(config, g), config["generators"][g]["family"]
+        if kind not in family_conditions(family):
+            raise PipelineError(f"config generators.{g}.condition={kind!r}: family {family!r} supports "
+                                f"{list(family_conditions(family))}")
+    if attribute_gens and not (config.get("attributes") or {}).get("source"):
+        raise PipelineError(f"config generators {attribute_gens} are conditioned on attributes, but attributes.source "
+                            "is not set; set it to pixels, file or reports")
+    used = [t for t in config["downstream"]["trainsets"] if parse_trainset(t).generator in attribute_gens]
+    used += [h["generator"] for h in config["downstream"].get("head_classifiers") or [] if h["generator"] in attribute_gens]
+    if used:
+        raise PipelineError(f"config downstream lists {used}, which use attribute-conditioned generators; their images "
+                            "have no class label, so only class-conditioned generators can augment classifiers")
 
 
 HEAD_SUFFIX = "_head"
@@ -143,6 +167,11 @@ def downstream_runs(config: dict) -> list[tuple[str, str]]:
     for entry in ds.get("head_classifiers") or []:
         runs += [(head_arch(entry["generator"]), ts) for ts in entry["trainsets"]]
     return runs
+
+
+def generator_condition(config: dict, generator: str) -> str:
+    """What generator ``generator`` is conditioned on: ``class`` (default) or ``attributes``."""
+    return config["generators"][generator].get("condition", "class")
 
 
 def selector_for(config: dict, generator: str) -> str:

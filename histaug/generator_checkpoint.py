@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.conditioning import Condition, as_condition
 from models.registry import build_generator
 
 from .guard import nonfinite_tensors
@@ -39,6 +40,11 @@ def read_checkpoint(path: str | Path) -> dict:
     if missing:
         raise PipelineError(f"{path}: not a generator checkpoint (missing {missing})")
     return ckpt
+
+
+def checkpoint_condition(ckpt: dict) -> Condition:
+    """The condition a checkpoint's generator was trained on (older checkpoints: their number of classes)."""
+    return as_condition(ckpt.get("condition") or int(ckpt["num_classes"]))
 
 
 def require_finite(ckpt: dict, path: str | Path, keys: tuple[str, ...] = ("generator_state",)) -> None:
@@ -75,7 +81,7 @@ def load_generator(checkpoint_path: str | Path, device: str | torch.device = "cp
     path = Path(checkpoint_path)
     ckpt = read_checkpoint(path)
     require_finite(ckpt, path)
-    parts = build_generator(ckpt["config"], ckpt["num_classes"], name=ckpt.get("name", "<name>"))
+    parts = build_generator(ckpt["config"], checkpoint_condition(ckpt), name=ckpt.get("name", "<name>"))
     generator = parts.generator
     generator.load_state_dict(ckpt["generator_state"])
     return generator.to(device).eval()
@@ -98,7 +104,7 @@ def load_discriminator(checkpoint_path: str | Path, device: str | torch.device =
             "or the checkpoint was written before discriminators were saved; retrain it)"
         )
     require_finite(ckpt, path, ("discriminator_state",))
-    parts = build_generator(ckpt["config"], ckpt["num_classes"], name=ckpt.get("name", "<name>"))
+    parts = build_generator(ckpt["config"], checkpoint_condition(ckpt), name=ckpt.get("name", "<name>"))
     if parts.discriminator is None:
         raise PipelineError(f"{path}: family {parts.family!r} builds no discriminator")
     discriminator = parts.discriminator

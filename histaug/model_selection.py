@@ -42,7 +42,7 @@ from .fid import (
     frechet_distance,
     inception_from_status,
 )
-from .sampling import generate
+from .sampling import draw_combinations, generate_for
 from .utils import PipelineError, cap_images  # noqa: F401  (cap_images: the real-image subset, seed SEED)
 
 KEY = "model_selection"
@@ -84,13 +84,15 @@ class FIDScorer:
     real_images: uint8 (N, H, W, 3) at the generator's resolution (the loop resizes them as it
                  resizes the training images).
     feature_fn:  uint8 (B, H, W, 3) -> (B, D), e.g. :class:`histaug.fid.InceptionFeatures`.
-    n_images:    generated images per evaluation, balanced over ``num_classes``.
+    n_images:    generated images per evaluation, balanced over ``num_classes``; or, with
+                 ``label_rows`` (the training images' attribute levels, for an attribute-conditioned
+                 generator), conditioned on a seeded draw of ``n_images`` of those rows.
     ``fingerprint`` identifies the real images and the feature space. The loop saves it with its
     resumable state, so that a state saved for other validation data is not resumed.
     """
 
     def __init__(self, real_images: np.ndarray, feature_fn: Callable, n_images: int, num_classes: int,
-                 batch_size: int = 64, feature_id: str | None = None):
+                 batch_size: int = 64, feature_id: str | None = None, label_rows: np.ndarray | None = None):
         real_images = np.asarray(real_images)
         if real_images.dtype != np.uint8 or real_images.ndim != 4 or real_images.shape[-1] != 3:
             raise PipelineError(f"model selection: real images must be uint8 (N, H, W, 3), got "
@@ -100,10 +102,16 @@ class FIDScorer:
         self.real_images = real_images
         self.feature_fn = feature_fn
         self.n_images = int(n_images)
-        self.n_per_class = balanced_counts(n_images, num_classes)
+        if label_rows is None:
+            counts = balanced_counts(n_images, num_classes)
+            self.labels = np.concatenate([np.full(n, c, np.int64) for c, n in sorted(counts.items())])
+        else:
+            self.labels = draw_combinations(label_rows, self.n_images, "frequency", SEED)
         self.batch_size = int(batch_size)
         self.feature_id = feature_id or getattr(feature_fn, "weights_sha1", None) or type(feature_fn).__qualname__
         h = hashlib.sha1(repr((real_images.shape, self.n_images, num_classes, SEED, self.feature_id)).encode())
+        if label_rows is not None:
+            h.update(self.labels.tobytes())
         h.update(memoryview(np.ascontiguousarray(real_images)).cast("B"))
         self.fingerprint = h.hexdigest()[:16]
         self._real_statistics: tuple[np.ndarray, np.ndarray] | None = None
@@ -116,11 +124,9 @@ class FIDScorer:
         return self._real_statistics
 
     def generated_images(self, generator: nn.Module) -> np.ndarray:
-        """``n_images`` uint8 images, balanced over classes, plain normal latents from :data:`SEED`."""
+        """``n_images`` uint8 images for the fixed labels, plain normal latents from :data:`SEED`."""
         device = next(generator.parameters()).device
-        images, _ = generate(generator, self.n_per_class, tau=-1.0, seed=SEED,
-                             batch_size=self.batch_size, device=device)
-        return images
+        return generate_for(generator, self.labels, tau=-1.0, seed=SEED, batch_size=self.batch_size, device=device)
 
     def __call__(self, generator: nn.Module) -> float:
         mu_real, sigma_real = self.real_statistics()
@@ -136,7 +142,7 @@ def is_better(value: float, best: float | None) -> bool:
     return math.isfinite(value) and (not math.isfinite(best) or value < best)
 
 
-def inception_feature_fn(status: dict, gen_name: str, device="auto") -> InceptionFeatures:
+def inception_feature_fn(status: dict, gen_name: str, device="auto", channels_last: bool = False) -> InceptionFeatures:
     """The FID Inception extractor from the status the rule ``inception_weights`` wrote.
 
     Raises a PipelineError naming ``generators.<gen_name>.model_selection`` and the fix when the
@@ -147,4 +153,5 @@ def inception_feature_fn(status: dict, gen_name: str, device="auto") -> Inceptio
         f"torch-fidelity's weights file at config {WEIGHTS_KEY}) and rerun with `--forcerun inception_weights`, "
         f"or set generators.{gen_name}.{KEY}: null to keep the last training step"
     )
-    return inception_from_status(status, f"generators.{gen_name}.{KEY} (the best step by FID)", fix, device)
+    return inception_from_status(status, f"generators.{gen_name}.{KEY} (the best step by FID)", fix, device,
+                                 channels_last)

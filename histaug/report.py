@@ -942,6 +942,9 @@ def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.Dat
                 "split (right axis) and the step whose networks the checkpoint holds (dotted line).", "",
                 "![Generator training curves](figures/generator_training.png)", ""]
 
+    for section in context.get("extra_sections") or []:
+        out += [section, ""]
+
     if tsne:
         out += ["## Loss scenarios (t-SNE)", "", tsne["intro"], "",
                 f"![t-SNE of generated images per loss scenario]({tsne['figure']})", "", tsne["table"],
@@ -988,7 +991,8 @@ def _report_markdown(context: Mapping, summary: pd.DataFrame, generation: pd.Dat
         out.append("- Generators: " + ", ".join(gens))
     for key in sorted(set(context) - {"label_source", "label_note", "class_names", "dataset", "n_train_subset",
                                       "n_valid", "n_test", "config_name", "architectures", "seeds", "generators",
-                                      "generator_labels", "trainset_labels", "trainsets", "has_training_curves"}):
+                                      "generator_labels", "trainset_labels", "trainsets", "has_training_curves",
+                                      "extra_sections"}):
         out.append(f"- {key}: {context[key]}")
     if seeds:
         short = summary[summary["n_seeds"] < len(seeds)]

@@ -43,8 +43,18 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def generate(generator_net, n_per_class: dict[int, int], tau: float, seed: int, batch_size: int = 256,
              device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Generate images per class with truncated latents; deterministic for a seed."""
+    labels = np.concatenate([np.full(int(n), int(c), np.int64) for c, n in sorted(n_per_class.items())]) \
+        if n_per_class else np.zeros(0, np.int64)
+    return generate_for(generator_net, labels, tau, seed, batch_size, device), labels
+
+
+@torch.no_grad()
+def generate_for(generator_net, labels: np.ndarray, tau: float, seed: int, batch_size: int = 256,
+                 device: str | torch.device = "cpu") -> np.ndarray:
+    """One image per row of ``labels`` ((N,) classes or (N, A) attribute levels), latents truncated at
+    ``tau`` (plain normal when tau < 0) from a generator seeded with ``seed``; uint8 (N, H, W, 3)."""
     gen = torch.Generator().manual_seed(int(seed))
-    labels = np.concatenate([np.full(int(n), int(c), np.int64) for c, n in sorted(n_per_class.items())])
+    labels = np.asarray(labels, dtype=np.int64)
     out = []
     generator_net.eval().to(device)
     for s in progress(range(0, len(labels), batch_size), desc="generate", unit="batch"):
@@ -56,8 +66,23 @@ def generate(generator_net, n_per_class: dict[int, int], tau: float, seed: int, 
                                 "it diverged during training: retrain it with a lower learning rate or fp32")
         out.append(to_uint8(images))
     size = getattr(generator_net, "image_size", None)
-    x = np.concatenate(out) if out else np.zeros((0, size or 0, size or 0, 3), np.uint8)
-    return x, labels
+    return np.concatenate(out) if out else np.zeros((0, size or 0, size or 0, 3), np.uint8)
+
+
+def draw_combinations(rows: np.ndarray, n: int, weights: str, seed: int) -> np.ndarray:
+    """``n`` requested attribute combinations drawn from the distinct rows of ``rows`` (the kept training
+    combinations): ``frequency`` = as often as in training (rows drawn with replacement), ``uniform`` =
+    every distinct combination equally often. Seeded; (n, A) int64."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 2 or len(rows) == 0:
+        raise PipelineError("no attribute combinations to sample from (did the rare-combination filter keep any?)")
+    rng = np.random.default_rng(int(seed))
+    if weights == "frequency":
+        return rows[rng.integers(0, len(rows), int(n))]
+    if weights == "uniform":
+        distinct = np.unique(rows, axis=0)
+        return distinct[rng.integers(0, len(distinct), int(n))]
+    raise PipelineError(f"config attributes.sampling.weights={weights!r}: expected frequency or uniform")
 
 
 def select(probabilities: np.ndarray, labels: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:

@@ -70,6 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.conditioning import Condition, as_condition
 from models.registry import GANParts, build_generator, require
 
 from .gan_trainers import AdversarialTrainer, build_trainer
@@ -141,14 +142,18 @@ def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def state_hash(gen_cfg: dict, num_classes: int) -> str:
-    """config_hash of the training-relevant part of ``gen_cfg`` (without ``steps`` and logging keys).
+def state_hash(gen_cfg: dict, condition: int | Condition) -> str:
+    """config_hash of the training-relevant part of ``gen_cfg`` (without ``steps`` and logging keys) and
+    of the condition (number of classes, or attribute levels and contrastive classes).
 
     ``model_selection`` counts (see the module docstring); ``model_selection: null`` hashes as if absent.
     """
+    condition = as_condition(condition)
     relevant = {k: v for k, v in gen_cfg.items()
                 if k not in NON_STATE_KEYS and not (k == SELECTION_KEY and v is None)}
-    return config_hash({"config": relevant, "num_classes": num_classes})
+    if condition.kind == "class":
+        return config_hash({"config": relevant, "num_classes": condition.num_classes})
+    return config_hash({"config": relevant, "condition": condition.to_dict()})
 
 
 class BatchSampler:
@@ -229,19 +234,33 @@ def _score(scorer: Callable[[nn.Module], float], trainer) -> float:
         set_rng_state(rng)
 
 
-def _checked_data(gen_name: str, images, labels, num_classes: int, log) -> tuple[np.ndarray, np.ndarray]:
+def _checked_data(gen_name: str, images, labels, condition: Condition, log) -> tuple[np.ndarray, np.ndarray]:
+    """Images as uint8 NHWC and labels as (N,) classes or (N, A) attribute levels, checked against ``condition``."""
     images = np.asarray(images)
-    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    labels = np.asarray(labels).astype(np.int64)
+    if condition.kind == "class":
+        labels = labels.reshape(-1)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise PipelineError(f"generator {gen_name!r}: training images must be uint8 (N,H,W,3), got {images.dtype} {images.shape}")
     if len(images) != len(labels) or len(images) == 0:
         raise PipelineError(f"generator {gen_name!r}: {len(images)} training images but {len(labels)} labels")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise PipelineError(f"generator {gen_name!r}: labels must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}")
-    absent = sorted(set(range(num_classes)) - set(np.unique(labels).tolist()))
-    if absent:
-        log.warning("%s: classes %s have no training images; the generator cannot learn them", gen_name, absent)
+    try:
+        condition.check(labels, f"generator {gen_name!r}: training labels")
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from None
+    if condition.kind == "class":
+        absent = sorted(set(range(condition.num_classes)) - set(np.unique(labels).tolist()))
+        if absent:
+            log.warning("%s: classes %s have no training images; the generator cannot learn them", gen_name, absent)
     return images, labels
+
+
+def sampler_groups(labels: np.ndarray, condition: Condition) -> np.ndarray:
+    """What ``sampler: balanced`` balances: the classes, or for attributes the contrastive classes
+    (every kept combination; the merged rare ones together)."""
+    if condition.kind == "class":
+        return labels
+    return condition.contrastive_class(torch.from_numpy(labels)).numpy()
 
 
 def divergence_fix(gen_name: str, gen_cfg: dict, trainer) -> str:
@@ -256,7 +275,7 @@ def divergence_fix(gen_name: str, gen_cfg: dict, trainer) -> str:
 class _GeneratorRun:
     """One call of the shared loop: settings, the trainer, the batch sampler and the resumable state."""
 
-    def __init__(self, kind, gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute,
+    def __init__(self, kind, gen_name, gen_cfg, parts, images, labels, condition, out_path, state_dir, compute,
                  log, scorer, lr_scale):
         if parts.trainer != kind:
             raise TypeError(f"family {parts.family!r} is trained by the {parts.trainer!r} loop, not {kind!r}")
@@ -275,22 +294,23 @@ class _GeneratorRun:
         if self.selection is not None and scorer is None:
             raise PipelineError(f"config key generators.{gen_name}.{SELECTION_KEY} is set, but the training loop got no "
                                 "scorer (validation images and a feature function; see train_generator)")
-        self.scorer, self.num_classes = scorer, num_classes
-        self.images, self.labels = _checked_data(gen_name, images, labels, num_classes, log)
+        self.scorer, self.condition = scorer, as_condition(condition)
+        self.images, self.labels = _checked_data(gen_name, images, labels, self.condition, log)
 
         self.trainer = build_trainer(gen_name, gen_cfg, parts, compute)
         device = self.trainer.device
         fmt = torch.channels_last if compute.get("channels_last", False) else torch.contiguous_format
         data = prepare_images(self.images, self.image_size, device)
         label_t = torch.from_numpy(self.labels).to(device)
-        self.sampler = BatchSampler(self.labels, self.batch_size, sampler_kind == "balanced", int(gen_cfg.get("seed", 0)))
+        self.sampler = BatchSampler(sampler_groups(self.labels, self.condition), self.batch_size,
+                                    sampler_kind == "balanced", int(gen_cfg.get("seed", 0)))
 
         def next_batch():
             idx = self.sampler.next().to(device)
             return to_model_range(data[idx]).contiguous(memory_format=fmt), label_t[idx]
 
         self.next_batch = next_batch
-        self.hashes = {"config_hash": state_hash(gen_cfg, num_classes),
+        self.hashes = {"config_hash": state_hash(gen_cfg, self.condition),
                        "data_hash": data_fingerprint(self.images, self.labels),
                        "selection_hash": getattr(scorer, "fingerprint", None) if self.selection is not None else None}
         self.start_step, self.history, self.prior_seconds = 0, [], 0.0
@@ -423,7 +443,8 @@ class _GeneratorRun:
         networks = best["networks"] if best is not None else _final_networks(trainer)
         with atomic_path(self.out_path) as tmp:
             torch.save({"family": self.parts.family, "name": self.name, "config": dict(self.cfg),
-                        "num_classes": int(self.num_classes), "image_size": int(generator.image_size),
+                        "num_classes": int(self.condition.num_classes), "condition": self.condition.to_dict(),
+                        "image_size": int(generator.image_size),
                         "latent_dim": int(generator.latent_dim), **networks,
                         "step": best["step"] if best is not None else steps,  # the step the networks are from
                         SELECTION_KEY: self.selection, "best_step": summary["best_step"],
@@ -441,10 +462,11 @@ class _GeneratorRun:
 
 
 def _run_loop(kind: str, gen_name: str, gen_cfg: dict, parts: GANParts, images: np.ndarray, labels: np.ndarray,
-              num_classes: int, out_path: str | Path, state_dir: str | Path, compute: dict, log: logging.Logger | None,
-              scorer: Callable[[nn.Module], float] | None = None, lr_scale: float = 1.0) -> dict:
+              condition: int | Condition, out_path: str | Path, state_dir: str | Path, compute: dict,
+              log: logging.Logger | None, scorer: Callable[[nn.Module], float] | None = None,
+              lr_scale: float = 1.0) -> dict:
     log = log or get_logger()
-    run = _GeneratorRun(kind, gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute or {},
+    run = _GeneratorRun(kind, gen_name, gen_cfg, parts, images, labels, condition, out_path, state_dir, compute or {},
                         log, scorer, lr_scale)
     log.info("%s: training %s (%s loop) for %d steps on %d images at %dpx, batch %d, device %s, precision %s",
              gen_name, parts.family, kind, run.steps, len(run.images), run.image_size, run.batch_size,
@@ -452,17 +474,17 @@ def _run_loop(kind: str, gen_name: str, gen_cfg: dict, parts: GANParts, images: 
     return run.finish(run.train())
 
 
-def train_adversarial(gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log=None,
+def train_adversarial(gen_name, gen_cfg, parts, images, labels, condition, out_path, state_dir, compute, log=None,
                       scorer=None, lr_scale: float = 1.0) -> dict:
     """The adversarial loop (any family registered with trainer="adversarial")."""
-    return _run_loop("adversarial", gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute,
+    return _run_loop("adversarial", gen_name, gen_cfg, parts, images, labels, condition, out_path, state_dir, compute,
                      log, scorer, lr_scale)
 
 
-def train_vae(gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log=None,
+def train_vae(gen_name, gen_cfg, parts, images, labels, condition, out_path, state_dir, compute, log=None,
               scorer=None, lr_scale: float = 1.0) -> dict:
     """The VAE loop (any family registered with trainer="vae")."""
-    return _run_loop("vae", gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir, compute, log,
+    return _run_loop("vae", gen_name, gen_cfg, parts, images, labels, condition, out_path, state_dir, compute, log,
                      scorer, lr_scale)
 
 
@@ -474,7 +496,7 @@ def train_generator(
     gen_cfg: dict,
     images: np.ndarray,
     labels: np.ndarray,
-    num_classes: int,
+    condition: int | Condition,
     out_path: str | Path,
     state_dir: str | Path,
     compute: dict,
@@ -484,6 +506,9 @@ def train_generator(
     divergence: dict | None = None,
 ) -> dict:
     """Train generator ``gen_name`` (one entry of the config's ``generators:``) and write ``out_path``.
+
+    ``condition`` is the number of classes (``labels``: (N,) classes) or a
+    :class:`~models.conditioning.Condition` (for attributes, ``labels``: (N, A) levels).
 
     With ``model_selection`` in ``gen_cfg``, ``selection_images`` (the real validation images, uint8
     NHWC at any size) and ``feature_fn`` (uint8 (B, H, W, 3) -> (B, D) features, the FID Inception
@@ -495,20 +520,22 @@ def train_generator(
     """
     log = log or get_logger()
     settings = divergence_settings(divergence)
-    scorer = selection_scorer(gen_name, gen_cfg, num_classes, selection_images, feature_fn)
+    condition = as_condition(condition)
+    scorer = selection_scorer(gen_name, gen_cfg, condition, selection_images, feature_fn,
+                              label_rows=labels if condition.kind == "attributes" else None)
 
     def attempt(lr_scale: float) -> dict:
         seed_everything(int(gen_cfg.get("seed", 0)))
-        parts = build_generator(gen_cfg, num_classes, name=gen_name)
-        return LOOPS[parts.trainer](gen_name, gen_cfg, parts, images, labels, num_classes, out_path, state_dir,
+        parts = build_generator(gen_cfg, condition, name=gen_name)
+        return LOOPS[parts.trainer](gen_name, gen_cfg, parts, images, labels, condition, out_path, state_dir,
                                     compute or {}, log, scorer, lr_scale)
 
     summary, retries = run_with_retries(attempt, settings, log, f"generator {gen_name!r}")
     return {**summary, "divergence_retries": retries}
 
 
-def selection_scorer(gen_name: str, gen_cfg: dict, num_classes: int, real_images: np.ndarray | None,
-                     feature_fn: Callable | None) -> FIDScorer | None:
+def selection_scorer(gen_name: str, gen_cfg: dict, condition: int | Condition, real_images: np.ndarray | None,
+                     feature_fn: Callable | None, label_rows: np.ndarray | None = None) -> FIDScorer | None:
     """The validation-FID scorer of ``model_selection``, or None when it is off.
 
     At most ``n_images`` real images (a seeded subset) are resized to ``image_size`` as the training
@@ -527,4 +554,4 @@ def selection_scorer(gen_name: str, gen_cfg: dict, num_classes: int, real_images
     image_size = require(gen_cfg, "image_size", gen_name, int, minimum=8)
     real = cap_images(real_images, settings["n_images"])
     real = prepare_images(real, image_size, "cpu").permute(0, 2, 3, 1).numpy()
-    return FIDScorer(real, feature_fn, settings["n_images"], num_classes)
+    return FIDScorer(real, feature_fn, settings["n_images"], as_condition(condition).num_classes, label_rows=label_rows)

@@ -5,9 +5,11 @@ from .registry import (
     available_families,
     build_generator,
     families_with_class_head,
+    family_conditions,
     get_family,
     register_family,
 )
+from .conditioning import Condition, as_condition  # noqa: E402
 from . import cgan, cvae, hvitgan  # noqa: E402,F401  (registration side effects)
 
 __all__ = [
@@ -16,6 +18,9 @@ __all__ = [
     "available_families",
     "build_generator",
     "families_with_class_head",
+    "family_conditions",
+    "Condition",
+    "as_condition",
     "get_family",
     "register_family",
 ]

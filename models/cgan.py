@@ -11,6 +11,9 @@ per sample, which batch statistics would break). Conditioning is the projection 
 Miyato & Koyama: D(x, c) = ψ(φ(x)) + ⟨e_c, φ(x)⟩, with φ(x) the flattened final feature map and e_c
 a learned class embedding. It has no auxiliary class head (``class_logits`` is None).
 
+Conditions: a class, or a vector of attribute levels (the multi-attribute baseline): the generator
+reads one one-hot block per attribute, and e_c is the sum of one embedding per attribute level.
+
 Initialisation: DCGAN's N(0, 0.02) for G and for the BatchNorm discriminator; He initialisation for
 the normalisation-free WGAN-GP critic, which then starts with ‖∇ₓD‖ ≈ 1 (what the penalty asks for).
 
@@ -20,12 +23,13 @@ optional d_norm (``batch`` | ``none``, default from the loss).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from histaug.losses import AdversarialObjective, get_adversarial_loss
 from histaug.utils import PipelineError
 
+from .condition_layers import ConditionEmbedding
+from .conditioning import Condition, as_condition
 from .registry import GANParts, register_family, require
 
 MAX_WIDTH_MULT = 8
@@ -78,15 +82,19 @@ def critic_init(module: nn.Module) -> None:
 
 
 class ConditionalGenerator(nn.Module):
-    """G(z, c): [z, one-hot c] -> linear -> (ConvTranspose 4×4/2 + BN + ReLU)×n -> conv 3×3 -> tanh."""
+    """G(z, c): [z, one-hot c] -> linear -> (ConvTranspose 4×4/2 + BN + ReLU)×n -> conv 3×3 -> tanh.
 
-    def __init__(self, latent_dim: int, num_classes: int, image_size: int, channels: int = 64):
+    ``condition`` is a number of classes or a :class:`~models.conditioning.Condition`; for attributes
+    c is the concatenation of one one-hot block per attribute."""
+
+    def __init__(self, latent_dim: int, condition: int | Condition, image_size: int, channels: int = 64):
         super().__init__()
-        self.latent_dim, self.num_classes, self.image_size = int(latent_dim), int(num_classes), int(image_size)
+        self.condition = as_condition(condition)
+        self.latent_dim, self.num_classes, self.image_size = int(latent_dim), self.condition.num_classes, int(image_size)
         start, n_up = spatial_plan(image_size)
         widths = [channels * min(2 ** (n_up - i), MAX_WIDTH_MULT) for i in range(n_up + 1)]
         self.start = start
-        self.fc = nn.Linear(self.latent_dim + self.num_classes, widths[0] * start * start, bias=False)
+        self.fc = nn.Linear(self.latent_dim + self.condition.dim, widths[0] * start * start, bias=False)
         self.fc_norm = nn.Sequential(nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(
             *[
@@ -102,20 +110,22 @@ class ConditionalGenerator(nn.Module):
         dcgan_init(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        onehot = F.one_hot(labels.long(), self.num_classes).to(z.dtype)
+        onehot = self.condition.one_hot(labels, z.dtype).to(z.device)
         h = self.fc(torch.cat([z, onehot], dim=1))
         h = self.fc_norm(h.view(z.shape[0], -1, self.start, self.start))
         return torch.tanh(self.to_rgb(self.blocks(h)))
 
 
 class ProjectionDiscriminator(nn.Module):
-    """D(x, c) = ψ(φ(x)) + ⟨e_c, φ(x)⟩ with φ = (conv 4×4/2 + [BN] + LeakyReLU 0.2)×n, flattened."""
+    """D(x, c) = ψ(φ(x)) + ⟨e_c, φ(x)⟩ with φ = (conv 4×4/2 + [BN] + LeakyReLU 0.2)×n, flattened;
+    for attributes e_c is the sum of one embedding per attribute level (:class:`ConditionEmbedding`)."""
 
-    def __init__(self, num_classes: int, image_size: int, channels: int = 64, norm: str = "batch"):
+    def __init__(self, condition: int | Condition, image_size: int, channels: int = 64, norm: str = "batch"):
         super().__init__()
         if norm not in ("batch", "none"):
             raise ValueError(f"norm must be 'batch' or 'none', got {norm!r}")
-        self.num_classes, self.image_size = int(num_classes), int(image_size)
+        self.condition = as_condition(condition)
+        self.num_classes, self.image_size = self.condition.num_classes, int(image_size)
         start, n_down = spatial_plan(image_size)
         widths = [channels * min(2**i, MAX_WIDTH_MULT) for i in range(n_down)]
         layers: list[nn.Module] = []
@@ -129,7 +139,7 @@ class ProjectionDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         n_features = widths[-1] * start * start
         self.psi = nn.Linear(n_features, 1)
-        self.embed = nn.Embedding(self.num_classes, n_features)
+        self.embed = ConditionEmbedding(self.condition, n_features)
         if norm == "batch":
             dcgan_init(self)
         else:
@@ -137,12 +147,12 @@ class ProjectionDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict:
         h = self.features(x).flatten(1)
-        source = self.psi(h).squeeze(1) + (self.embed(labels.long()) * h).sum(dim=1)
+        source = self.psi(h).squeeze(1) + (self.embed(labels) * h).sum(dim=1)
         return {"source": source, "class_logits": None}
 
 
-@register_family("cgan", trainer="adversarial")
-def build_cgan(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GANParts:
+@register_family("cgan", trainer="adversarial", conditions=("class", "attributes"))
+def build_cgan(gen_cfg: dict, condition: Condition, name: str = "<name>") -> GANParts:
     image_size = require(gen_cfg, "image_size", name, int)
     spatial_plan(image_size, name)
     latent_dim = require(gen_cfg, "latent_dim", name, int, minimum=1)
@@ -158,7 +168,7 @@ def build_cgan(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GANPart
             "the gradient penalty is per sample; use d_norm: none"
         )
     return GANParts(
-        generator=ConditionalGenerator(latent_dim, num_classes, image_size, g_channels),
-        discriminator=ProjectionDiscriminator(num_classes, image_size, d_channels, norm=norm),
+        generator=ConditionalGenerator(latent_dim, condition, image_size, g_channels),
+        discriminator=ProjectionDiscriminator(condition, image_size, d_channels, norm=norm),
         objective=AdversarialObjective.from_config(gen_cfg, name),
     )

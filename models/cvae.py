@@ -1,6 +1,9 @@
 """Class-conditional VAE (slides: "class-conditional VAE, latent dimensions 100, 500, 2000,
 4 convolution layers, number of channels 16, 64").
 
+The condition c is a class or a vector of attribute levels (one one-hot block per attribute,
+concatenated: the multi-attribute baseline); below, K is the width of its one-hot encoding.
+
 Encoder q(z | x, c): the image with K one-hot label planes appended (3 + K input channels) ->
 ``conv_layers`` × (4×4 conv stride 2, [BatchNorm], LeakyReLU 0.2) with widths
 channels · (1, 2, 4, 8, 8, ...) -> flatten -> two linear heads μ and log σ².
@@ -15,12 +18,12 @@ Config keys: image_size, latent_dim, channels, conv_layers, kl_weight (used by t
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from histaug.utils import PipelineError
 
 from .cgan import MAX_WIDTH_MULT, dcgan_init
+from .conditioning import Condition, as_condition
 from .registry import GANParts, register_family, require
 
 
@@ -28,13 +31,14 @@ class ConditionalVAE(nn.Module):
     def __init__(
         self,
         latent_dim: int,
-        num_classes: int,
+        condition: int | Condition,
         image_size: int,
         channels: int = 64,
         conv_layers: int = 4,
     ):
         super().__init__()
-        self.latent_dim, self.num_classes, self.image_size = int(latent_dim), int(num_classes), int(image_size)
+        self.condition = as_condition(condition)
+        self.latent_dim, self.num_classes, self.image_size = int(latent_dim), self.condition.num_classes, int(image_size)
         if conv_layers < 1 or image_size % (2**conv_layers) or image_size // (2**conv_layers) < 1:
             raise ValueError(f"image_size {image_size} is not divisible by 2**conv_layers = {2 ** conv_layers}")
         self.bottom = image_size // (2**conv_layers)
@@ -42,7 +46,7 @@ class ConditionalVAE(nn.Module):
         self.widths = widths
 
         enc: list[nn.Module] = []
-        in_ch = 3 + self.num_classes
+        in_ch = 3 + self.condition.dim
         for i, w in enumerate(widths):
             enc.append(nn.Conv2d(in_ch, w, 4, stride=2, padding=1, bias=(i == 0)))
             if i > 0:
@@ -54,7 +58,7 @@ class ConditionalVAE(nn.Module):
         self.to_mu = nn.Linear(n_features, self.latent_dim)
         self.to_logvar = nn.Linear(n_features, self.latent_dim)
 
-        self.fc = nn.Linear(self.latent_dim + self.num_classes, n_features, bias=False)
+        self.fc = nn.Linear(self.latent_dim + self.condition.dim, n_features, bias=False)
         self.fc_norm = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(inplace=True))
         dec: list[nn.Module] = []
         for i in range(conv_layers - 1, 0, -1):
@@ -70,7 +74,7 @@ class ConditionalVAE(nn.Module):
         nn.init.zeros_(self.to_logvar.bias)
 
     def _onehot(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        return F.one_hot(labels.long(), self.num_classes).to(dtype)
+        return self.condition.one_hot(labels, dtype).to(labels.device)
 
     def encode(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z | x, c): returns (μ, log σ²), each (B, latent_dim)."""
@@ -98,8 +102,8 @@ class ConditionalVAE(nn.Module):
         return self.decode(self.reparameterize(mu, logvar), labels), mu, logvar
 
 
-@register_family("cvae", trainer="vae")
-def build_cvae(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GANParts:
+@register_family("cvae", trainer="vae", conditions=("class", "attributes"))
+def build_cvae(gen_cfg: dict, condition: Condition, name: str = "<name>") -> GANParts:
     image_size = require(gen_cfg, "image_size", name, int, minimum=8)
     latent_dim = require(gen_cfg, "latent_dim", name, int, minimum=1)
     channels = int(gen_cfg.get("channels", 64))
@@ -109,4 +113,4 @@ def build_cvae(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GANPart
             f"config keys generators.{name}.image_size={image_size} and conv_layers={conv_layers}: "
             f"image_size must be divisible by 2**conv_layers"
         )
-    return GANParts(generator=ConditionalVAE(latent_dim, num_classes, image_size, channels, conv_layers))
+    return GANParts(generator=ConditionalVAE(latent_dim, condition, image_size, channels, conv_layers))

@@ -25,8 +25,14 @@ and importing it from ``models/__init__.py``. No training code changes.
 Interface every family keeps:
 
 * generator: ``nn.Module`` with attributes ``latent_dim``, ``num_classes``, ``image_size`` and
-  ``forward(z: (B, latent_dim) float, labels: (B,) long) -> (B, 3, H, W)`` in ``[-1, 1]``.
+  ``forward(z: (B, latent_dim) float, labels) -> (B, 3, H, W)`` in ``[-1, 1]``; ``labels`` is a
+  (B,) long tensor of classes, or for an attribute condition a (B, A) long tensor of levels.
 * discriminator: ``forward(x, labels) -> {"source": (B,) raw score, "class_logits": (B, K) or None}``.
+
+Conditions (:mod:`models.conditioning`): a family declares the condition kinds it supports,
+``conditions=("class",)`` by default; a family that also takes ``"attributes"`` (a vector of
+attribute levels) receives the :class:`~models.conditioning.Condition` itself as its second
+argument, a class-only family receives the number of classes K (an int).
 """
 from __future__ import annotations
 
@@ -36,6 +42,9 @@ from typing import Any, Callable
 from torch import nn
 
 from histaug.utils import PipelineError
+
+from .conditioning import KINDS as CONDITION_KINDS
+from .conditioning import Condition, as_condition
 
 TRAINERS = ("adversarial", "vae")
 GENERATOR_ATTRIBUTES = ("latent_dim", "num_classes", "image_size")
@@ -69,28 +78,35 @@ class GANParts:
 @dataclass(frozen=True)
 class FamilySpec:
     name: str
-    builder: Callable[[dict, int, str], GANParts]
+    builder: Callable[[dict, Any, str], GANParts]
     trainer: str
     class_head: bool = False
+    conditions: tuple[str, ...] = ("class",)
 
 
 _FAMILIES: dict[str, FamilySpec] = {}
 
 
-def register_family(name: str, trainer: str = "adversarial", class_head: bool = False):
-    """Decorator registering ``builder(gen_cfg, num_classes, name) -> GANParts`` as family ``name``.
+def register_family(name: str, trainer: str = "adversarial", class_head: bool = False,
+                    conditions: tuple[str, ...] = ("class",)):
+    """Decorator registering ``builder(gen_cfg, condition, name) -> GANParts`` as family ``name``.
 
     ``trainer`` names the training loop: ``"adversarial"`` or ``"vae"``. ``class_head`` declares
     that the family's discriminator returns class logits, so its head can select generated images
     (``selection.selector: head``) and serve as a downstream classifier (``downstream.head_classifiers``).
+    ``conditions`` lists the condition kinds the family supports (``"class"``, ``"attributes"``).
     """
     if trainer not in TRAINERS:
         raise ValueError(f"family {name!r}: trainer must be one of {TRAINERS}, got {trainer!r}")
+    unknown = sorted(set(conditions) - set(CONDITION_KINDS))
+    if unknown or not conditions:
+        raise ValueError(f"family {name!r}: conditions must be a non-empty subset of {CONDITION_KINDS}, got {conditions}")
 
     def decorate(builder):
         if name in _FAMILIES and _FAMILIES[name].builder is not builder:
             raise ValueError(f"generator family {name!r} is registered twice")
-        _FAMILIES[name] = FamilySpec(name=name, builder=builder, trainer=trainer, class_head=class_head)
+        _FAMILIES[name] = FamilySpec(name=name, builder=builder, trainer=trainer, class_head=class_head,
+                                     conditions=tuple(conditions))
         return builder
 
     return decorate
@@ -98,6 +114,11 @@ def register_family(name: str, trainer: str = "adversarial", class_head: bool = 
 
 def available_families() -> list[str]:
     return sorted(_FAMILIES)
+
+
+def family_conditions(family: str) -> tuple[str, ...]:
+    """The condition kinds family ``family`` supports."""
+    return get_family(family).conditions
 
 
 def families_with_class_head() -> list[str]:
@@ -127,8 +148,9 @@ def require(gen_cfg: dict, key: str, gen_name: str, kind: type | tuple = (int, f
     return value
 
 
-def build_generator(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GANParts:
-    """Build the networks of ``gen_cfg["family"]`` for ``num_classes`` classes.
+def build_generator(gen_cfg: dict, condition: int | Condition | dict, name: str = "<name>") -> GANParts:
+    """Build the networks of ``gen_cfg["family"]`` for ``condition``: a number of classes, a
+    :class:`~models.conditioning.Condition` or its dict form.
 
     ``name`` is the key of this entry under ``generators:`` and is used in error messages.
     """
@@ -136,14 +158,19 @@ def build_generator(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GA
         raise PipelineError(f"config key generators.{name} must be a mapping, got {type(gen_cfg).__name__}")
     if "family" not in gen_cfg:
         raise PipelineError(f"config key generators.{name}.family is missing; expected one of {available_families()}")
-    if int(num_classes) < 1:
-        raise PipelineError(f"generator {name!r} needs at least one class, got num_classes={num_classes}")
+    if isinstance(condition, (int,)) and int(condition) < 1:
+        raise PipelineError(f"generator {name!r} needs at least one class, got num_classes={condition}")
+    condition = as_condition(condition)
     spec = get_family(gen_cfg["family"], name)
-    parts = spec.builder(gen_cfg, int(num_classes), name)
+    if condition.kind not in spec.conditions:
+        raise PipelineError(f"config key generators.{name}.condition={condition.kind!r}: family {spec.name!r} supports "
+                            f"{list(spec.conditions)} conditions; use one of those or a family that supports it")
+    parts = spec.builder(gen_cfg, condition if "attributes" in spec.conditions else condition.num_classes, name)
     parts.family, parts.trainer = spec.name, spec.trainer
     missing = [a for a in GENERATOR_ATTRIBUTES if not hasattr(parts.generator, a)]
     if missing:
         raise TypeError(f"family {spec.name!r}: generator lacks attributes {missing}")
     if spec.trainer == "adversarial" and parts.discriminator is None:
         raise TypeError(f"family {spec.name!r} is adversarial but built no discriminator")
+    parts.generator.condition = condition
     return parts

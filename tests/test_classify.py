@@ -273,5 +273,5 @@ def test_invalid_training_inputs(brightness_split, tmp_path):
     with pytest.raises(PipelineError, match="labels"):
         train_classifier("resnet34", tx, ty[:-1], vx, vy, TINY_CFG, COMPUTE_FP32, seed=0, out_dir=tmp_path)
     with pytest.raises(PipelineError, match="valid names"):
-        train_classifier("resnet18", tx, ty, vx, vy, TINY_CFG, COMPUTE_FP32, seed=0, out_dir=tmp_path)
+        train_classifier("resnet19", tx, ty, vx, vy, TINY_CFG, COMPUTE_FP32, seed=0, out_dir=tmp_path)
     assert not (tmp_path / "model.pt").exists()

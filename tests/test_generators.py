@@ -50,7 +50,7 @@ def test_builtin_families_registered():
 @pytest.mark.parametrize("loss", ["wgan-gp", "bce"])
 def test_cgan_shapes(size, loss):
     torch.manual_seed(0)
-    parts = build_generator(cgan_cfg(image_size=size, loss=loss), num_classes=2, name="cgan")
+    parts = build_generator(cgan_cfg(image_size=size, loss=loss), condition=2, name="cgan")
     G, D = parts.generator, parts.discriminator
     assert (G.latent_dim, G.num_classes, G.image_size) == (16, 2, size)
     labels = torch.tensor([0, 1, 1])
@@ -78,7 +78,7 @@ def test_cgan_start_sizes():
 @pytest.mark.parametrize("size", [32, 96])
 def test_cvae_shapes(latent, size):
     torch.manual_seed(0)
-    vae = build_generator(cvae_cfg(image_size=size, latent_dim=latent), num_classes=2, name="cvae").generator
+    vae = build_generator(cvae_cfg(image_size=size, latent_dim=latent), condition=2, name="cvae").generator
     labels = torch.tensor([1, 0])
     x = torch.rand(2, 3, size, size) * 2 - 1
     mu, logvar = vae.encode(x, labels)

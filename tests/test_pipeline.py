@@ -57,7 +57,7 @@ def test_end_to_end_outputs(e2e_run):
     assert hist["fid_valid"].notna().sum() == 2
     assert df[["accuracy", "auc", "sensitivity", "specificity"]].apply(lambda c: c.between(0, 1)).all().all()
     gen = pd.read_csv(out / "tables/generation.csv")
-    assert set(gen["generator"]) == {"cgan", "cvae", "hvitgan"}
+    assert set(gen["generator"]) == {"cgan", "cvae", "hvitgan", "cvae_attr"}
     by_gen = gen.set_index("generator")
     best = int(hist.loc[hist["fid_valid"].idxmin(), "step"])
     assert by_gen.loc["hvitgan", "checkpoint"].startswith(f"{best} of 6 (best valid FID")
@@ -80,6 +80,31 @@ def test_end_to_end_outputs(e2e_run):
     assert len(subset) == round(0.15 * (labels["split"] == "train").sum())
     # every rule left a log
     assert (out / "logs/ingest.log").exists() and list((out / "logs/train_classifier").rglob("*.log"))
+
+
+def test_end_to_end_attributes(e2e_run):
+    """Pixel attributes, the rare-combination filter, an attribute-conditioned cVAE, attribute error, sweeps."""
+    out = e2e_run
+    attributes = pd.read_csv(out / "data/attributes.csv")
+    names = ["nuclear_density", "nuclear_crowding", "stroma_fraction"]
+    assert {f"{n}_level" for n in names} <= set(attributes.columns)
+    assert len(attributes) == len(pd.read_csv(out / "data/labels.csv"))
+    combos = pd.read_csv(out / "data/combinations.csv")
+    assert {"combination", "count", "kept", "contrastive_class"} <= set(combos.columns) and combos["kept"].any()
+    kept_subset = pd.read_csv(out / "data/attribute_subset.csv")
+    assert len(kept_subset) == combos.loc[combos["kept"], "count"].sum()
+    error = pd.read_csv(out / "tables/attribute_error.csv")
+    assert list(error.columns) == ["model", "attribute", "error", "oracle_error", "n_images"]
+    assert set(error["model"]) == {"Real images", "cvae_attr"} and set(error["attribute"]) == set(names)
+    real = error[error["model"] == "Real images"]
+    assert (real["oracle_error"] == 0).all() and error["error"].between(0, 1).all()
+    assert (error.loc[error["model"] == "cvae_attr", "n_images"] == 40).all()
+    for n in names:
+        assert (out / f"figures/attribute_sweep_cvae_attr_{n}.png").stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "## Attributes" in report and "### Attribute error" in report and "attribute_sweep_cvae_attr" in report
+    gen = pd.read_csv(out / "tables/generation.csv").set_index("generator")
+    assert pd.isna(gen.loc["cvae_attr", "n_selected"]) and gen.loc["cvae_attr", "n_generated"] == 40
 
 
 def test_forcerun_reruns_only_downstream_of_the_rule(e2e_run, shared_patches_dir):

@@ -42,11 +42,16 @@ rule real_features:
         "../scripts/real_features.py"
 
 
+def selected_input(wildcards):
+    """Selective augmentation exists for class-conditioned generators only."""
+    return {"selected": f"{R}/samples/{wildcards.gen}/selected.h5"} if wildcards.gen in CLASS_GENERATORS else {}
+
+
 rule evaluate_generator:
     input:
+        unpack(selected_input),
         samples=f"{R}/samples/{{gen}}/normal.h5",
         checkpoint=f"{R}/generators/{{gen}}/checkpoint.pt",
-        selected=f"{R}/samples/{{gen}}/selected.h5",
         inception=f"{R}/metrics/inception.json",
         classifier=f"{R}/downstream/{FS['arch']}/real/seed{FS['seed']}/model.pt",
         real_inception=lambda wc: f"{R}/metrics/real/{EV['real_split']}_{config['generators'][wc.gen]['image_size']}px_inception.npz",
@@ -60,8 +65,8 @@ rule evaluate_generator:
         compute=config["compute"],
         gen_cfg=lambda wc: config["generators"][wc.gen],
         selection=config["selection"],
-        selector=lambda wc: selector_for(config, wc.gen),
-        has_head=lambda wc: config["generators"][wc.gen]["family"] in families_with_class_head(),
+        selector=lambda wc: selector_for(config, wc.gen) if wc.gen in CLASS_GENERATORS else None,
+        has_head=lambda wc: wc.gen in CLASS_GENERATORS and config["generators"][wc.gen]["family"] in families_with_class_head(),
         sampling=config["sampling"],
     threads: THREADS
     resources:

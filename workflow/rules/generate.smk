@@ -16,15 +16,25 @@ def model_selection_inputs(wildcards):
     return {"valid": f"{R}/data/valid.h5", "inception": f"{R}/metrics/inception.json"}
 
 
+def attribute_inputs(wildcards):
+    """Attribute-conditioned generators train and sample on the filtered subset with its levels."""
+    if wildcards.gen not in ATTR_GENERATORS:
+        return {}
+    return {"attributes_meta": f"{R}/data/attributes.json", "combinations": f"{R}/data/combinations.csv",
+            "attribute_subset": f"{R}/data/attribute_subset.csv"}
+
+
 rule train_generator:
     input:
         unpack(model_selection_inputs),
+        unpack(attribute_inputs),
         **DATA_INPUTS,
     output:
         checkpoint=f"{R}/generators/{{gen}}/checkpoint.pt",
         history=f"{R}/generators/{{gen}}/history.csv",
     params:
         gen_cfg=lambda wc: config["generators"][wc.gen],
+        condition=lambda wc: generator_condition(config, wc.gen),
         compute=config["compute"],
         divergence=config.get("divergence", {}),
         state_dir=lambda wc: f"{R}/generators/{wc.gen}/state",
@@ -44,6 +54,7 @@ rule sample:
     """`normal`: plain normal latents (what the generator learned; FID, SA off); `truncated`: latents
     truncated at sampling.tau (the first half of selective augmentation)."""
     input:
+        unpack(attribute_inputs),
         checkpoint=f"{R}/generators/{{gen}}/checkpoint.pt",
         labels_meta=f"{R}/data/labels.json",
         subset=f"{R}/data/train_subset.csv",
@@ -51,6 +62,7 @@ rule sample:
         f"{R}/samples/{{gen}}/{{source}}.h5",
     params:
         sampling=config["sampling"],
+        attribute_sampling=ATTR.get("sampling") or {},
         tau=lambda wc: float(config["sampling"]["tau"]) if wc.source == "truncated" else -1.0,
         compute=config["compute"],
     threads: THREADS

@@ -5,7 +5,7 @@ DOWNSTREAM_RUNS = [f"{R}/downstream/{arch}/{trainset}/seed{seed}" for arch, trai
 from histaug.embedding import parse_panels, tsne_settings
 
 # HViTGAN Fig. 3: t-SNE panels of generated image sets (report.tsne); no panels = no rule, no figure.
-TSNE_PANELS = parse_panels(config["report"].get("tsne"), GENERATORS)
+TSNE_PANELS = parse_panels(config["report"].get("tsne"), CLASS_GENERATORS)
 TSNE_SETTINGS = tsne_settings(config["report"].get("tsne_settings"))
 TSNE_OUTPUTS = dict(
     figure=f"{R}/figures/tsne_loss_scenarios.png",
@@ -15,13 +15,25 @@ TSNE_OUTPUTS = dict(
 ) if TSNE_PANELS else {}
 
 
+# Attributes (when attributes.source is set): the table of levels, the combinations, the attribute-error
+# table and one sweep figure per attribute-conditioned generator and attribute.
+ATTRIBUTE_REPORT_INPUTS = dict(
+    attributes_meta=f"{R}/data/attributes.json",
+    combinations=f"{R}/data/combinations.csv",
+    attribute_error=f"{R}/tables/attribute_error.csv",
+    attribute_error_md=f"{R}/tables/attribute_error.md",
+    sweeps=[f"{R}/figures/attribute_sweep_{g}_{a}.png" for g in ATTR_GENERATORS for a in ATTR_NAMES],
+) if ATTR.get("source") else {}
+
+
 rule report:
     input:
         metrics=[f"{d}/metrics.json" for d in DOWNSTREAM_RUNS],
         predictions=[f"{d}/predictions.csv" for d in DOWNSTREAM_RUNS],
         generation=expand(f"{R}/metrics/{{gen}}/generation.json", gen=GENERATORS),
-        samples=expand(f"{R}/samples/{{gen}}/normal.h5", gen=GENERATORS),
-        selected=expand(f"{R}/samples/{{gen}}/selected.h5", gen=GENERATORS),
+        samples=expand(f"{R}/samples/{{gen}}/normal.h5", gen=CLASS_GENERATORS),
+        selected=expand(f"{R}/samples/{{gen}}/selected.h5", gen=CLASS_GENERATORS),
+        **ATTRIBUTE_REPORT_INPUTS,
         labels_meta=f"{R}/data/labels.json",
         labels=f"{R}/data/labels.csv",
         subset=f"{R}/data/train_subset.csv",
@@ -37,8 +49,11 @@ rule report:
         per_class_md=f"{R}/tables/downstream_per_class.md",
     params:
         generators=GENERATORS,
+        class_generators=CLASS_GENERATORS,
+        attribute_generators=ATTR_GENERATORS,
+        attribute_names=ATTR_NAMES,
         archs=ARCHS,
-        selectors={g: selector_for(config, g) for g in GENERATORS},
+        selectors={g: selector_for(config, g) for g in CLASS_GENERATORS},
         config=config,
     log:
         f"{R}/logs/report.log",

@@ -15,7 +15,8 @@ def main(smk, log):
     ev, compute = smk.params.evaluation, smk.params.compute
     device = get_device(compute)
     x_all, _ = read_images(smk.input.samples)
-    x_sel, _ = read_images(smk.input.selected)
+    # attribute-conditioned generators have no selective augmentation (no `selected` input)
+    x_sel = read_images(smk.input.selected)[0] if hasattr(smk.input, "selected") else x_all[:0]
     cap = int(ev.get("max_images", 10000))
     x = cap_images(x_all, cap, seed=0)
     real = {"inception": load_features(smk.input.real_inception)[0], "classifier": load_features(smk.input.real_classifier)[0]}
@@ -24,14 +25,17 @@ def main(smk, log):
     status = read_json(smk.input.inception)
     fs = ev["feature_space"]
     out = {"generator": smk.wildcards.gen, "family": smk.params.gen_cfg["family"],
-           "image_size": int(smk.params.gen_cfg["image_size"]), "n_generated": len(x_all), "n_selected": len(x_sel),
-           "lambda": float(smk.params.selection["lambda"]), "tau": float(smk.params.sampling["tau"]),
-           "selector": smk.params.selector, **checkpoint_step(smk.input.checkpoint),
+           "image_size": int(smk.params.gen_cfg["image_size"]), "n_generated": len(x_all),
+           "n_selected": len(x_sel) if hasattr(smk.input, "selected") else None,
+           "lambda": float(smk.params.selection["lambda"]) if smk.params.selector else None,
+           "tau": float(smk.params.sampling["tau"]) if smk.params.selector else None,
+           "selector": smk.params.selector, "condition": smk.params.gen_cfg.get("condition", "class"), **checkpoint_step(smk.input.checkpoint),
            "real_split": ev["real_split"], "n_real": None, "inception_status": status["status"],
            "fid": None, "kid_mean": None, "kid_std": None,
            "feature_space": f"{fs['arch']} real-data classifier (seed {fs['seed']})"}
     if status["status"] == "ok":
-        net = InceptionFeatures(status["weights"], device, sha256=status["sha256"])
+        net = InceptionFeatures(status["weights"], device, sha256=status["sha256"],
+                                channels_last=bool(compute.get("channels_last")))
         fake = extract_features(net, x, bs, desc="inception (generated)")
         m = generation_metrics(real["inception"], fake, **kid)
         out.update(fid=m["fid"], kid_mean=m["kid_mean"], kid_std=m["kid_std"], n_real=m["n_real"])

@@ -21,7 +21,8 @@ def main(smk, log):
     bs = int(ev.get("batch_size", 64))
     status = read_json(smk.input.inception)
     if status["status"] == "ok":
-        net = InceptionFeatures(status["weights"], device, sha256=status["sha256"])
+        net = InceptionFeatures(status["weights"], device, sha256=status["sha256"],
+                                channels_last=bool(compute.get("channels_last")))
         inception = extract_features(net, x, bs, desc="inception (real)")
     else:  # FID/KID will be n/a; an empty array keeps the file structure
         inception = np.zeros((0, 2048))

@@ -4,6 +4,7 @@ from pathlib import Path
 import pandas as pd
 
 from histaug.report import write_report
+from histaug.report_attributes import attribute_section
 from histaug.rulekit import run_rule
 from histaug.utils import read_json
 
@@ -29,7 +30,12 @@ def main(smk, log):
         + f" (baseline = {cfg['selection'].get('selector_arch')}, seed {cfg['selection'].get('selector_seed')})",
         "downstream_epochs": cfg["downstream"]["epochs"], "downstream_image_size": cfg["downstream"]["image_size"],
     }
-    samples = {g: {"generated": a, "selected": s} for g, a, s in zip(smk.params.generators, smk.input.samples, smk.input.selected)}
+    if hasattr(smk.input, "attributes_meta"):
+        context["extra_sections"] = [attribute_section(
+            Path(smk.output.report).parent, smk.input.attributes_meta, smk.input.combinations, smk.input.attribute_error_md,
+            list(smk.input.sweeps))]
+    samples = {g: {"generated": a, "selected": s}
+               for g, a, s in zip(smk.params.class_generators, smk.input.samples, smk.input.selected)}
     # rule tsne's files, present when report.tsne lists panels
     tsne = {k: getattr(smk.input, f"tsne_{k}") for k in ("figure", "scores", "coordinates")} if hasattr(smk.input, "tsne_figure") else None
     write_report(Path(smk.output.report).parent, list(smk.input.metrics), list(smk.input.predictions),

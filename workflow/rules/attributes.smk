@@ -1,0 +1,113 @@
+# Multi-attribute conditions (AttributeGAN): attribute levels per image -> rare-combination filter on the
+# training subset -> (attribute-conditioned generators, rule train_generator) -> attribute-error evaluator
+# and table, attribute sweeps. Present when attributes.source is set.
+
+if ATTR.get("source"):
+
+    def attribute_source_files(wildcards):
+        """The annotation file or the reports file the attribute levels are read from (none for pixels)."""
+        spec = ATTR.get(ATTR["source"]) or {}
+        return [spec["path"]] if ATTR["source"] in ("file", "reports") and spec.get("path") else []
+
+    rule attributes:
+        input:
+            h5=expand(f"{R}/data/{{split}}.h5", split=SPLITS),
+            labels=f"{R}/data/labels.csv",
+            source=attribute_source_files,
+        output:
+            csv=f"{R}/data/attributes.csv",
+            meta=f"{R}/data/attributes.json",
+        params:
+            attributes=ATTR,
+        log:
+            f"{R}/logs/attributes.log",
+        benchmark:
+            f"{R}/benchmarks/attributes.tsv"
+        script:
+            "../scripts/attributes.py"
+
+    rule combinations:
+        input:
+            attributes=f"{R}/data/attributes.csv",
+            meta=f"{R}/data/attributes.json",
+            subset=f"{R}/data/train_subset.csv",
+        output:
+            combinations=f"{R}/data/combinations.csv",
+            subset=f"{R}/data/attribute_subset.csv",
+        params:
+            rare=ATTR.get("rare") or {},
+        log:
+            f"{R}/logs/combinations.log",
+        benchmark:
+            f"{R}/benchmarks/combinations.tsv"
+        script:
+            "../scripts/combinations.py"
+
+    rule attribute_predictor:
+        input:
+            train=f"{R}/data/train.h5",
+            valid=f"{R}/data/valid.h5",
+            attributes=f"{R}/data/attributes.csv",
+            meta=f"{R}/data/attributes.json",
+        output:
+            model=f"{R}/attributes/predictor/model.pt",
+            history=f"{R}/attributes/predictor/history.csv",
+        params:
+            predictor=ATTR["predictor"],
+            compute=config["compute"],
+            divergence=config.get("divergence", {}),
+        threads: THREADS
+        resources:
+            gpu=1,
+        log:
+            f"{R}/logs/attribute_predictor.log",
+        benchmark:
+            f"{R}/benchmarks/attribute_predictor.tsv"
+        script:
+            "../scripts/attribute_predictor.py"
+
+    rule attribute_error:
+        input:
+            predictor=f"{R}/attributes/predictor/model.pt",
+            test=f"{R}/data/test.h5",
+            attributes=f"{R}/data/attributes.csv",
+            meta=f"{R}/data/attributes.json",
+            samples=expand(f"{R}/samples/{{gen}}/normal.h5", gen=ATTR_GENERATORS),
+        output:
+            csv=f"{R}/tables/attribute_error.csv",
+            md=f"{R}/tables/attribute_error.md",
+            tex=f"{R}/tables/attribute_error.tex",
+        params:
+            generators=ATTR_GENERATORS,
+            labels={g: config["generators"][g].get("label", g) for g in ATTR_GENERATORS},
+            compute=config["compute"],
+        threads: THREADS
+        resources:
+            gpu=1,
+        log:
+            f"{R}/logs/attribute_error.log",
+        benchmark:
+            f"{R}/benchmarks/attribute_error.tsv"
+        script:
+            "../scripts/attribute_error.py"
+
+    rule attribute_sweep:
+        """AttributeGAN Fig. 2: per attribute, its levels with z fixed per column, and real images per level."""
+        input:
+            checkpoint=f"{R}/generators/{{gen}}/checkpoint.pt",
+            train=f"{R}/data/train.h5",
+            meta=f"{R}/data/attributes.json",
+            subset=f"{R}/data/attribute_subset.csv",
+        output:
+            [f"{R}/figures/attribute_sweep_{{gen}}_{a}.png" for a in ATTR_NAMES],
+        params:
+            label=lambda wc: config["generators"][wc.gen].get("label", wc.gen),
+            columns=ATTR.get("sweep_columns", 6),
+            compute=config["compute"],
+        threads: THREADS
+        log:
+            f"{R}/logs/attribute_sweep/{{gen}}.log",
+        benchmark:
+            f"{R}/benchmarks/attribute_sweep/{{gen}}.tsv"
+        script:
+            "../scripts/attribute_sweep.py"

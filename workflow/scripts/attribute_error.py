@@ -1,0 +1,34 @@
+"""Rule attribute_error: AttributeGAN's attribute error of the real test split and of every
+attribute-conditioned generator's samples, plus the oracle error where attributes are pixel-derived."""
+from histaug.attribute_error import REAL, error_rows, error_table, predict_probabilities, to_latex, to_markdown, wide_table
+from histaug.attribute_table import measure_levels, read_attribute_levels
+from histaug.classify import load_classifier
+from histaug.io import read_images
+from histaug.rulekit import run_rule
+from histaug.utils import get_device, read_json, write_csv, write_text
+
+
+def main(smk, log):
+    meta = read_json(smk.input.meta)
+    names, counts, pixels = meta["names"], meta["levels"], meta["source"] == "pixels"
+    compute = dict(smk.params.compute)
+    model, pmeta = load_classifier(smk.input.predictor, device=get_device(compute))
+    xt, _ = read_images(smk.input.test)
+    yt = read_attribute_levels(smk.input.attributes, "test")
+    rows = error_rows(REAL, predict_probabilities(model, pmeta, xt, compute), yt, counts, names,
+                      measure_levels(xt, meta) if pixels else None)
+    for gen, path in zip(smk.params.generators, smk.input.samples):
+        x, _, extra = read_images(path, with_extra=True)
+        rows += error_rows(gen, predict_probabilities(model, pmeta, x, compute), extra["levels"], counts, names,
+                           measure_levels(x, meta) if pixels else None)
+    table = error_table(rows)
+    write_csv(table, smk.output.csv)
+    wide = wide_table(table, smk.params.labels, oracle=pixels)
+    write_text(to_markdown(wide), smk.output.md)
+    write_text(to_latex(wide, "Attribute error (MSE of the normalised predicted level; lower is better) of real test "
+                        "images and generated images" + ("; oracle = measured on the pixels" if pixels else "")),
+               smk.output.tex)
+    log.info("attribute error:\n%s", to_markdown(wide))
+
+
+run_rule(snakemake, main)  # noqa: F821
