@@ -9,7 +9,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir)))
 
 from histaug.attribute_table import attribute_names
-from histaug.config import downstream_runs, generator_condition, head_generator, selector_for, validate_config
+from histaug.config import downstream_runs, head_generator, selector_for, validate_config
+from histaug.attributegan_table import table_rows
+from histaug.generator_runs import attribute_conditioned, condition_attribute, generator_condition, generator_group
 from histaug.trainsets import parse_trainset
 from models import families_with_class_head
 
@@ -22,8 +24,9 @@ SPLITS = ["train", "valid", "test"]
 GENERATORS = list(config["run_generators"])
 # Attribute-conditioned generators (AttributeGAN and the multi-attribute baselines) are judged by FID and
 # attribute error; class-conditioned ones also feed selective augmentation and the classifiers.
-ATTR_GENERATORS = [g for g in GENERATORS if generator_condition(config, g) == "attributes"]
+ATTR_GENERATORS = [g for g in GENERATORS if attribute_conditioned(config, g)]
 CLASS_GENERATORS = [g for g in GENERATORS if g not in ATTR_GENERATORS]
+SWEEP_GENERATORS = [g for g in GENERATORS if generator_condition(config, g) == "attributes"]  # all attributes at once
 ATTR = config.get("attributes") or {}
 ATTR_NAMES = attribute_names(ATTR) if ATTR.get("source") else []
 DS = config["downstream"]

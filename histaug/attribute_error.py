@@ -41,6 +41,20 @@ def predict_probabilities(model, meta: Mapping, images: np.ndarray, compute: Map
     return _batched(model, meta, images, batch_size, precision, channels_last, multi_head_softmax(meta["heads"]))
 
 
+def select_blocks(prob: np.ndarray, counts: Sequence[int], keep: Sequence[int]) -> np.ndarray:
+    """The softmax blocks of the attributes ``keep`` (indices) out of all attributes' blocks."""
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.concatenate([prob[:, starts[a]:starts[a] + counts[a]] for a in keep], axis=1)
+
+
+def sample_attribute_names(path) -> list[str]:
+    """The attributes a generated-image file was made for (its ``attribute_names``)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return [str(n.decode() if isinstance(n, bytes) else n) for n in f.attrs["attribute_names"]]
+
+
 def error_rows(model_name: str, prob: np.ndarray, requested: np.ndarray, counts: Sequence[int], names: Sequence[str],
                oracle_levels: np.ndarray | None = None) -> list[dict]:
     """One row per attribute: the predictor's error and (with ``oracle_levels``) the oracle error."""
@@ -63,11 +77,11 @@ def wide_table(table: pd.DataFrame, labels: Mapping[str, str] | None = None, ora
     labels = dict(labels or {})
     order = list(dict.fromkeys(table["model"]))
     out = pd.DataFrame({"model": [labels.get(m, m) for m in order]})
-    for attribute in dict.fromkeys(table["attribute"]):
+    for attribute in dict.fromkeys(table["attribute"]):  # a single-attribute run has one attribute's row only
         part = table[table["attribute"] == attribute].set_index("model")
-        out[attribute] = [part.loc[m, "error"] for m in order]
+        out[attribute] = [part["error"].get(m, np.nan) for m in order]
         if oracle and part["oracle_error"].notna().any():
-            out[f"{attribute} (oracle)"] = [part.loc[m, "oracle_error"] for m in order]
+            out[f"{attribute} (oracle)"] = [part["oracle_error"].get(m, np.nan) for m in order]
     out["images"] = [int(table[table["model"] == m]["n_images"].iloc[0]) for m in order]
     return out
 

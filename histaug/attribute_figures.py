@@ -54,7 +54,7 @@ def plot_image_rows(rows: Sequence[np.ndarray], labels: Sequence[str], out_png: 
     """A mosaic with one labelled row per entry of ``rows`` (each (k, H, W, 3) uint8; k may be 0)."""
     from .io import resize_images
 
-    size = size or max((r.shape[1] for r in rows if len(r)), default=32)
+    size = size or max(64, max((r.shape[1] for r in rows if len(r)), default=64))  # small images shown at >= 64 px
     rows = [resize_images(r, size) if len(r) and r.shape[1] != size else r for r in rows]
     n_cols = max((len(r) for r in rows), default=1) or 1
     mosaic_h, mosaic_w = len(rows) * (size + pad) + pad, n_cols * (size + pad) + pad
@@ -65,7 +65,8 @@ def plot_image_rows(rows: Sequence[np.ndarray], labels: Sequence[str], out_png: 
             mosaic[top:top + size, left:left + size] = image
     dpi, label_w = 100, max(90, 7 * max(len(t) for t in labels) + 20)
     title_h, margin = (30 if title else 6), 6
-    width_px, height_px = max(label_w + mosaic_w + margin, 320 if title else 0), title_h + mosaic_h + margin
+    width_px = max(label_w + mosaic_w + margin, (7 * len(title) + 40) if title else 0)
+    height_px = title_h + mosaic_h + margin
     fig = _new_figure(width_px / dpi, height_px / dpi, dpi)
     ax = fig.add_axes([label_w / width_px, margin / height_px, mosaic_w / width_px, mosaic_h / height_px])
     ax.imshow(mosaic, interpolation="nearest", aspect="auto")
@@ -95,3 +96,30 @@ def plot_attribute_sweep(generator, attribute: int, names: Sequence[str], level_
         labels += [f"{names[attribute]} = {name}: generated", "real training images"]
     others = ", ".join(f"{n}={int(v)}" for a, (n, v) in enumerate(zip(names, base)) if a != attribute)
     return plot_image_rows(rows, labels, out_png, f"{title} (others fixed: {others})" if others else title)
+
+
+@torch.no_grad()
+def level_row(generator, attribute: int | None, base: np.ndarray, n_levels: int, per_level: int, seed: int = 0,
+              device="cpu") -> np.ndarray:
+    """(n_levels * per_level, H, W, 3): per level of one attribute, ``per_level`` images with the same latents
+    at every level. ``attribute=None``: a single-attribute generator whose classes are the levels."""
+    z = truncated_normal(per_level, generator.latent_dim, -1.0, torch.Generator().manual_seed(int(seed)))
+    generator.eval().to(device)
+    out = []
+    for level in range(n_levels):
+        if attribute is None:
+            labels = np.full(per_level, level, np.int64)
+        else:
+            labels = np.repeat(np.asarray(base, np.int64)[None, :], per_level, axis=0)
+            labels[:, attribute] = level
+        out.append(to_uint8(generator(z.to(device), torch.as_tensor(labels, device=device))))
+    return np.concatenate(out)
+
+
+def plot_level_comparison(rows: Sequence[tuple[str, np.ndarray]], attribute: str, level_names: Sequence[str],
+                          per_level: int, out_png: str | Path) -> Path:
+    """AttributeGAN Fig. 3: one row per model (and the real images), columns = the levels of one attribute
+    (``per_level`` images each, same latents across levels within a row)."""
+    labels = [name for name, _ in rows]
+    title = f"{attribute}: columns = levels " + ", ".join(level_names) + f" ({per_level} images each)"
+    return plot_image_rows([images for _, images in rows], labels, out_png, title)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 
+from .generator_runs import attribute_conditioned, check_conditions, expand_per_attribute
 from .utils import PipelineError
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
@@ -63,7 +64,14 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
         if g not in config["generators"]:
             raise PipelineError(f"config run_generators lists {g!r}, which is not defined under `generators` "
                                 f"(defined: {sorted(config['generators'])})")
-    _check_conditions(config)
+    from .attribute_table import attribute_names
+
+    names = attribute_names(config.get("attributes") or {}) if (config.get("attributes") or {}).get("source") else []
+    expand_per_attribute(config, names)
+    check_conditions(config, names)
+    figure = (config["report"].get("attributegan_figure") or {}).get("attribute")
+    if figure is not None and figure not in names:
+        raise PipelineError(f"config report.attributegan_figure.attribute={figure!r}: not an attribute of this run ({names})")
     from .trainsets import parse_trainset
 
     ds = config["downstream"]
@@ -84,7 +92,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
             raise PipelineError(f"config downstream.head_classifiers.{gen}: family {config['generators'][gen]['family']!r} has no "
                                 f"classification head (families with one: {heads})")
     sel = config["selection"]
-    class_generators = [g for g in config["run_generators"] if generator_condition(config, g) == "class"]
+    class_generators = [g for g in config["run_generators"] if not attribute_conditioned(config, g)]
     if sel["selector"] == "head":
         no_head = [n for n in class_generators if config["generators"][n]["family"] not in heads]
         if no_head:
@@ -121,28 +129,6 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     return config
 
 
-def _check_conditions(config: dict) -> None:
-    """Attribute-conditioned generators need attributes, a family that takes them, and no downstream use."""
-    from models import family_conditions
-
-    from .trainsets import parse_trainset
-
-    attribute_gens = [g for g in config["run_generators"] if generator_condition(config, g) == "attributes"]
-    for g in config["run_generators"]:
-        kind, family = generator_condition(config, g), config["generators"][g]["family"]
-        if kind not in family_conditions(family):
-            raise PipelineError(f"config generators.{g}.condition={kind!r}: family {family!r} supports "
-                                f"{list(family_conditions(family))}")
-    if attribute_gens and not (config.get("attributes") or {}).get("source"):
-        raise PipelineError(f"config generators {attribute_gens} are conditioned on attributes, but attributes.source "
-                            "is not set; set it to pixels, file or reports")
-    used = [t for t in config["downstream"]["trainsets"] if parse_trainset(t).generator in attribute_gens]
-    used += [h["generator"] for h in config["downstream"].get("head_classifiers") or [] if h["generator"] in attribute_gens]
-    if used:
-        raise PipelineError(f"config downstream lists {used}, which use attribute-conditioned generators; their images "
-                            "have no class label, so only class-conditioned generators can augment classifiers")
-
-
 HEAD_SUFFIX = "_head"
 
 
@@ -167,11 +153,6 @@ def downstream_runs(config: dict) -> list[tuple[str, str]]:
     for entry in ds.get("head_classifiers") or []:
         runs += [(head_arch(entry["generator"]), ts) for ts in entry["trainsets"]]
     return runs
-
-
-def generator_condition(config: dict, generator: str) -> str:
-    """What generator ``generator`` is conditioned on: ``class`` (default) or ``attributes``."""
-    return config["generators"][generator].get("condition", "class")
 
 
 def selector_for(config: dict, generator: str) -> str:

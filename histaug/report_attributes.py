@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import pandas as pd
 
@@ -12,7 +12,8 @@ from .utils import read_json
 
 
 def attribute_section(report_dir: str | Path, meta_json: str | Path, combinations_csv: str | Path,
-                      error_md: str | Path, sweeps: Sequence[str | Path], labels: Mapping[str, str] | None = None) -> str:
+                      error_md: str | Path, sweeps: Sequence[str | Path], table1_md: str | Path | None = None,
+                      figure3: str | Path | None = None) -> str:
     """Markdown for report.md; figure and file links relative to ``report_dir``."""
     report_dir = Path(report_dir)
     meta = read_json(meta_json)
@@ -41,6 +42,21 @@ def attribute_section(report_dir: str | Path, meta_json: str | Path, combination
             "level), levels normalised to [0, 1]; lower is better. *Oracle*: the same images measured again on their "
             "pixels with the training thresholds and edges (pixel attributes only).", "",
             Path(error_md).read_text(), f"Files: [attribute_error.csv]({rel(Path(error_md).with_suffix('.csv'))})", ""]
+    if table1_md:
+        from .attributegan_table import paper_markdown
+
+        out += ["### AttributeGAN Table 1", "",
+                "FID against the real reference split and attribute error per model, shaped like the paper's Table 1. "
+                "A model trained once per attribute (BigGAN) is one row: its FID is the mean over its runs and each "
+                "attribute's error comes from the run made for that attribute.", "",
+                Path(table1_md).read_text(), f"Files: [attributegan_table1.csv]({rel(Path(table1_md).with_suffix('.csv'))}), "
+                f"[.tex]({rel(Path(table1_md).with_suffix('.tex'))})", "",
+                "**The paper's numbers** (AttributeGAN, MICCAI 2021, Table 1: bladder-cancer patches at 512 px, attributes "
+                "from pathologist reports). They are quoted for comparison, not produced by this run:", "",
+                paper_markdown(), ""]
+    if figure3:
+        out += ["### Ablation figure (AttributeGAN Fig. 3)", "",
+                f"![AttributeGAN Fig. 3: one attribute's levels per model]({rel(figure3)})", ""]
     if sweeps:
         out += ["### Attribute sweeps", "",
                 "Each figure steps one attribute through its levels with the latent fixed per column and the other "

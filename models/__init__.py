@@ -10,7 +10,7 @@ from .registry import (
     register_family,
 )
 from .conditioning import Condition, as_condition  # noqa: E402
-from . import cgan, cvae, hvitgan  # noqa: E402,F401  (registration side effects)
+from . import attributegan, biggan, cgan, cvae, hvitgan  # noqa: E402,F401  (registration side effects)
 
 __all__ = [
     "GANParts",

@@ -57,7 +57,7 @@ def test_end_to_end_outputs(e2e_run):
     assert hist["fid_valid"].notna().sum() == 2
     assert df[["accuracy", "auc", "sensitivity", "specificity"]].apply(lambda c: c.between(0, 1)).all().all()
     gen = pd.read_csv(out / "tables/generation.csv")
-    assert set(gen["generator"]) == {"cgan", "cvae", "hvitgan", "cvae_attr"}
+    assert {"cgan", "cvae", "hvitgan", "cvae_attr", "attributegan", "biggan_nuclear_density"} <= set(gen["generator"])
     by_gen = gen.set_index("generator")
     best = int(hist.loc[hist["fid_valid"].idxmin(), "step"])
     assert by_gen.loc["hvitgan", "checkpoint"].startswith(f"{best} of 6 (best valid FID")
@@ -95,7 +95,11 @@ def test_end_to_end_attributes(e2e_run):
     assert len(kept_subset) == combos.loc[combos["kept"], "count"].sum()
     error = pd.read_csv(out / "tables/attribute_error.csv")
     assert list(error.columns) == ["model", "attribute", "error", "oracle_error", "n_images"]
-    assert set(error["model"]) == {"Real images", "cvae_attr"} and set(error["attribute"]) == set(names)
+    biggan_runs = {f"biggan_{n}" for n in names}
+    assert set(error["model"]) == {"Real images", "cvae_attr", "attributegan"} | biggan_runs
+    assert set(error["attribute"]) == set(names)
+    for n in names:  # each single-attribute BigGAN is judged on its own attribute only
+        assert error.loc[error["model"] == f"biggan_{n}", "attribute"].tolist() == [n]
     real = error[error["model"] == "Real images"]
     assert (real["oracle_error"] == 0).all() and error["error"].between(0, 1).all()
     assert (error.loc[error["model"] == "cvae_attr", "n_images"] == 40).all()
@@ -105,6 +109,16 @@ def test_end_to_end_attributes(e2e_run):
     assert "## Attributes" in report and "### Attribute error" in report and "attribute_sweep_cvae_attr" in report
     gen = pd.read_csv(out / "tables/generation.csv").set_index("generator")
     assert pd.isna(gen.loc["cvae_attr", "n_selected"]) and gen.loc["cvae_attr", "n_generated"] == 40
+    # AttributeGAN Table 1: Real images, BigGAN (FID averaged over its three runs), AttributeGAN
+    table = pd.read_csv(out / "tables/attributegan_table1.csv")
+    assert table["model"].tolist() == ["Real images", "BigGAN", "AttributeGAN"]
+    big = table.set_index("model").loc["BigGAN"]
+    assert big["FID_runs"] == 3 and big["FID"] == pytest.approx(gen.loc[sorted(biggan_runs), "fid"].mean())
+    assert (out / "figures/attributegan_fig3.png").stat().st_size > 0
+    assert "### AttributeGAN Table 1" in report and "The paper's numbers" in report and "53.69" in report
+    # AttributeGAN is swept (all attributes at once); the per-attribute BigGANs are not
+    assert (out / "figures/attribute_sweep_attributegan_nuclear_density.png").exists()
+    assert not list((out / "figures").glob("attribute_sweep_biggan*"))
 
 
 def test_forcerun_reruns_only_downstream_of_the_rule(e2e_run, shared_patches_dir):

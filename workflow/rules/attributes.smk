@@ -111,3 +111,59 @@ if ATTR.get("source"):
             f"{R}/benchmarks/attribute_sweep/{{gen}}.tsv"
         script:
             "../scripts/attribute_sweep.py"
+
+
+# AttributeGAN Table 1 and Fig. 3 (report.attributegan_table / attributegan_figure): rows are config entries of
+# attribute-conditioned generators; an entry expanded per attribute (BigGAN) is one row over its runs.
+RUNS_OF = {}
+for _g in ATTR_GENERATORS:
+    RUNS_OF.setdefault(generator_group(config, _g), []).append(_g)
+AG_ROWS = table_rows(config["report"].get("attributegan_table") or [], RUNS_OF,
+                     list(config["generators"])) if ATTR.get("source") else []
+AG_FIGURE = dict(config["report"].get("attributegan_figure") or {})
+if AG_ROWS:
+    AG_FIGURE.setdefault("attribute", ATTR_NAMES[0])
+    AG_FIGURE_RUNS = []  # per table row: the run that shows the figure's attribute
+    for _row in AG_ROWS:
+        _runs = [r for r in _row["runs"] if condition_attribute(config, r) in (None, AG_FIGURE["attribute"])]
+        AG_FIGURE_RUNS.append((_row["label"], _runs[0]))
+
+    rule attributegan_table:
+        input:
+            generation=[f"{R}/metrics/{r}/generation.json" for row in AG_ROWS for r in row["runs"]],
+            errors=f"{R}/tables/attribute_error.csv",
+            meta=f"{R}/data/attributes.json",
+        output:
+            csv=f"{R}/tables/attributegan_table1.csv",
+            md=f"{R}/tables/attributegan_table1.md",
+            tex=f"{R}/tables/attributegan_table1.tex",
+        params:
+            rows=AG_ROWS,
+            runs=[r for row in AG_ROWS for r in row["runs"]],
+        log:
+            f"{R}/logs/attributegan_table.log",
+        benchmark:
+            f"{R}/benchmarks/attributegan_table.tsv"
+        script:
+            "../scripts/attributegan_table.py"
+
+    rule attributegan_figure:
+        input:
+            checkpoints=[f"{R}/generators/{run}/checkpoint.pt" for _, run in AG_FIGURE_RUNS],
+            train=f"{R}/data/train.h5",
+            meta=f"{R}/data/attributes.json",
+            subset=f"{R}/data/attribute_subset.csv",
+        output:
+            f"{R}/figures/attributegan_fig3.png",
+        params:
+            rows=[(label, condition_attribute(config, run) is not None) for label, run in AG_FIGURE_RUNS],
+            attribute=AG_FIGURE["attribute"],
+            per_level=AG_FIGURE.get("per_level", 2),
+            compute=config["compute"],
+        threads: THREADS
+        log:
+            f"{R}/logs/attributegan_figure.log",
+        benchmark:
+            f"{R}/benchmarks/attributegan_figure.tsv"
+        script:
+            "../scripts/attributegan_figure.py"

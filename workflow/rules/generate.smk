@@ -35,6 +35,7 @@ rule train_generator:
     params:
         gen_cfg=lambda wc: config["generators"][wc.gen],
         condition=lambda wc: generator_condition(config, wc.gen),
+        attribute=lambda wc: condition_attribute(config, wc.gen),
         compute=config["compute"],
         divergence=config.get("divergence", {}),
         state_dir=lambda wc: f"{R}/generators/{wc.gen}/state",
@@ -50,31 +51,65 @@ rule train_generator:
         "../scripts/train_generator.py"
 
 
+def only(names):
+    """A wildcard constraint matching exactly these generator names (nothing when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
 rule sample:
-    """`normal`: plain normal latents (what the generator learned; FID, SA off); `truncated`: latents
-    truncated at sampling.tau (the first half of selective augmentation)."""
+    """Class-conditioned generators, one job (one model load): `normal.h5` from plain normal latents (what the
+    generator learned; FID, SA off) and `truncated.h5` from latents truncated at sampling.tau (the first half
+    of selective augmentation)."""
     input:
-        unpack(attribute_inputs),
         checkpoint=f"{R}/generators/{{gen}}/checkpoint.pt",
         labels_meta=f"{R}/data/labels.json",
         subset=f"{R}/data/train_subset.csv",
     output:
-        f"{R}/samples/{{gen}}/{{source}}.h5",
+        normal=f"{R}/samples/{{gen}}/normal.h5",
+        truncated=f"{R}/samples/{{gen}}/truncated.h5",
+    wildcard_constraints:
+        gen=only(CLASS_GENERATORS),
     params:
         sampling=config["sampling"],
-        attribute_sampling=ATTR.get("sampling") or {},
-        tau=lambda wc: float(config["sampling"]["tau"]) if wc.source == "truncated" else -1.0,
+        tau=float(config["sampling"]["tau"]),
         compute=config["compute"],
     threads: THREADS
     resources:
         gpu=1,  # the GPU when the cluster profile submits it; no limit locally unless --resources gpu=N
     priority: 10
     log:
-        f"{R}/logs/sample/{{gen}}_{{source}}.log",
+        f"{R}/logs/sample/{{gen}}.log",
     benchmark:
-        f"{R}/benchmarks/sample/{{gen}}_{{source}}.tsv"
+        f"{R}/benchmarks/sample/{{gen}}.tsv"
     script:
         "../scripts/sample.py"
+
+
+rule sample_attributes:
+    """Attribute-conditioned generators: `normal.h5` for requested attribute levels drawn from the kept
+    training combinations (attributes.sampling), with the levels stored next to the images."""
+    input:
+        unpack(attribute_inputs),
+        checkpoint=f"{R}/generators/{{gen}}/checkpoint.pt",
+    output:
+        normal=f"{R}/samples/{{gen}}/normal.h5",
+    wildcard_constraints:
+        gen=only(ATTR_GENERATORS),
+    params:
+        sampling=config["sampling"],
+        attribute_sampling=ATTR.get("sampling") or {},
+        attribute=lambda wc: condition_attribute(config, wc.gen),
+        compute=config["compute"],
+    threads: THREADS
+    resources:
+        gpu=1,
+    priority: 10
+    log:
+        f"{R}/logs/sample/{{gen}}.log",
+    benchmark:
+        f"{R}/benchmarks/sample/{{gen}}.tsv"
+    script:
+        "../scripts/sample_attributes.py"
 
 
 def selector_input(wildcards):

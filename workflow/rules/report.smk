@@ -22,8 +22,11 @@ ATTRIBUTE_REPORT_INPUTS = dict(
     combinations=f"{R}/data/combinations.csv",
     attribute_error=f"{R}/tables/attribute_error.csv",
     attribute_error_md=f"{R}/tables/attribute_error.md",
-    sweeps=[f"{R}/figures/attribute_sweep_{g}_{a}.png" for g in ATTR_GENERATORS for a in ATTR_NAMES],
+    sweeps=[f"{R}/figures/attribute_sweep_{g}_{a}.png" for g in SWEEP_GENERATORS for a in ATTR_NAMES],
 ) if ATTR.get("source") else {}
+if AG_ROWS:
+    ATTRIBUTE_REPORT_INPUTS.update(attributegan_table=f"{R}/tables/attributegan_table1.md",
+                                   attributegan_figure=f"{R}/figures/attributegan_fig3.png")
 
 
 rule report:

@@ -1,6 +1,7 @@
 """Rule attribute_error: AttributeGAN's attribute error of the real test split and of every
 attribute-conditioned generator's samples, plus the oracle error where attributes are pixel-derived."""
-from histaug.attribute_error import REAL, error_rows, error_table, predict_probabilities, to_latex, to_markdown, wide_table
+from histaug.attribute_error import (REAL, error_rows, error_table, predict_probabilities, sample_attribute_names,
+                                    select_blocks, to_latex, to_markdown, wide_table)
 from histaug.attribute_table import measure_levels, read_attribute_levels
 from histaug.classify import load_classifier
 from histaug.io import read_images
@@ -19,8 +20,11 @@ def main(smk, log):
                       measure_levels(xt, meta) if pixels else None)
     for gen, path in zip(smk.params.generators, smk.input.samples):
         x, _, extra = read_images(path, with_extra=True)
-        rows += error_rows(gen, predict_probabilities(model, pmeta, x, compute), extra["levels"], counts, names,
-                           measure_levels(x, meta) if pixels else None)
+        made_for = sample_attribute_names(path)  # all attributes, or the one of a single-attribute run
+        keep = [names.index(n) for n in made_for]
+        prob = select_blocks(predict_probabilities(model, pmeta, x, compute), counts, keep)
+        oracle = measure_levels(x, meta)[:, keep] if pixels else None
+        rows += error_rows(gen, prob, extra["levels"], [counts[a] for a in keep], made_for, oracle)
     table = error_table(rows)
     write_csv(table, smk.output.csv)
     wide = wide_table(table, smk.params.labels, oracle=pixels)

@@ -33,7 +33,8 @@ def main(smk, log):
     if hasattr(smk.input, "attributes_meta"):
         context["extra_sections"] = [attribute_section(
             Path(smk.output.report).parent, smk.input.attributes_meta, smk.input.combinations, smk.input.attribute_error_md,
-            list(smk.input.sweeps))]
+            list(smk.input.sweeps), getattr(smk.input, "attributegan_table", None),
+            getattr(smk.input, "attributegan_figure", None))]
     samples = {g: {"generated": a, "selected": s}
                for g, a, s in zip(smk.params.class_generators, smk.input.samples, smk.input.selected)}
     # rule tsne's files, present when report.tsne lists panels

@@ -8,6 +8,7 @@ in the space of the FID Inception network (inputs `valid` and `inception`).
 import pandas as pd
 
 from histaug.combinations import condition_from_files
+from models.conditioning import Condition
 from histaug.io import read_images
 from histaug.labels import load_labelled
 from histaug.model_selection import inception_feature_fn
@@ -18,10 +19,14 @@ from histaug.utils import get_device, read_json
 
 def training_data(smk):
     """(images, labels, condition) of this generator's condition."""
-    if smk.params.condition == "attributes":
+    if smk.params.condition in ("attributes", "attribute"):
         subset = pd.read_csv(smk.input.attribute_subset)
         condition = condition_from_files(smk.input.attributes_meta, smk.input.combinations)
         x, _ = read_images(smk.input.train, indices=subset["index"].to_numpy())
+        if smk.params.condition == "attribute":  # one attribute's levels as the class (per-attribute runs)
+            a = condition.names.index(smk.params.attribute)
+            single = Condition("class", (condition.levels[a],), (smk.params.attribute,))
+            return x, subset[f"{smk.params.attribute}_level"].to_numpy(), single
         return x, subset[[f"{n}_level" for n in condition.names]].to_numpy(), condition
     x, y = load_labelled(smk.input.train, smk.input.labels, "train", smk.input.subset)
     return x, y, int(read_json(smk.input.labels_meta)["num_classes"])
