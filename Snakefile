@@ -19,6 +19,8 @@ configfile: "config/config.yaml"
 
 validate_config(config)
 
+report: "workflow/report/workflow.rst"
+
 R = config["results_dir"]
 SPLITS = ["train", "valid", "test"]
 GENERATORS = list(config["run_generators"])
@@ -39,6 +41,10 @@ THREADS = config["compute"].get("threads", 1)
 # then the class heads of downstream.head_classifiers as `<generator>_head`.
 RUNS = downstream_runs(config)
 ARCHS = list(dict.fromkeys(arch for arch, _ in RUNS))
+# The sanity row (downstream.sanity_baseline, null = off): logistic regression on pixels, rule pixel_baseline.
+BASELINE_RUNS = [("pixel_logreg", "real")] if DS.get("sanity_baseline", {"size": 8}) is not None else []
+REPORT_RUNS = BASELINE_RUNS + RUNS
+REPORT_ARCHS = [a for a, _ in BASELINE_RUNS] + ARCHS
 
 
 wildcard_constraints:

@@ -34,7 +34,8 @@ def measure(name: str, args) -> dict:
     import yaml
 
     from histaug.gan_trainers import build_trainer
-    from histaug.train_generator import BatchSampler, prepare_images, to_model_range
+    from histaug.batches import BatchSampler
+    from histaug.train_generator import prepare_images, to_model_range
     from histaug.utils import seed_everything, set_threads
     from models import build_generator
 

@@ -22,8 +22,6 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .classifier_training import attribute_mse, multi_head_softmax
-from .classify import _batched, _prepare_inference
 
 REAL = "Real images"
 COLUMNS = ["model", "attribute", "error", "oracle_error", "n_images"]
@@ -37,6 +35,9 @@ def normalised(levels: np.ndarray, counts: Sequence[int]) -> np.ndarray:
 def predict_probabilities(model, meta: Mapping, images: np.ndarray, compute: Mapping | None = None,
                           batch_size: int = 256) -> np.ndarray:
     """Per-attribute softmax blocks (N, L_1 + ... + L_A) of an attribute predictor for uint8 images."""
+    from .classifier_training import multi_head_softmax
+    from .classify import _batched, _prepare_inference
+
     precision, channels_last = _prepare_inference(model, dict(compute) if compute else None, None)
     return _batched(model, meta, images, batch_size, precision, channels_last, multi_head_softmax(meta["heads"]))
 
@@ -58,6 +59,8 @@ def sample_attribute_names(path) -> list[str]:
 def error_rows(model_name: str, prob: np.ndarray, requested: np.ndarray, counts: Sequence[int], names: Sequence[str],
                oracle_levels: np.ndarray | None = None) -> list[dict]:
     """One row per attribute: the predictor's error and (with ``oracle_levels``) the oracle error."""
+    from .classifier_training import attribute_mse
+
     requested = np.asarray(requested, np.int64)
     errors = attribute_mse(prob, requested, counts)
     oracle = None

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .report import _new_figure, _save_figure
+from .report_figures import _new_figure, _save_figure
 from .sampling import to_uint8, truncated_normal
 
 

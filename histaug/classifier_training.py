@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batches import BatchSampler
 from .classify import (
     GAN_MEAN,
     GAN_STD,
@@ -46,7 +47,10 @@ from .metrics import SingleClassWarning, macro_auc
 from .training_state import clear_state, load_state, remove_orphan_temps, save_state
 from .utils import PipelineError, autocast, config_hash, get_device, get_logger, progress, seed_everything, write_csv
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+SAMPLERS = ("shuffle", "balanced", "auto")
+#: ``sampler: auto`` balances the batches when the largest class has more than this many times the smallest's images.
+IMBALANCE = 1.5
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_auc", "valid_acc", "seconds"]
 
 
@@ -111,6 +115,19 @@ def _validation_scores(y: np.ndarray, prob: np.ndarray, selection: str) -> tuple
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SingleClassWarning)
         return macro_auc(y, prob), acc
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    """LR factor per step: linear warm-up from 1/warmup to 1 over ``warmup_steps``, then a cosine decay to 0 at
+    ``total_steps`` (the maximum budget; early stopping may end training before)."""
+    total_steps, warmup_steps = max(int(total_steps), 1), max(int(warmup_steps), 0)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup_steps) / max(total_steps - warmup_steps, 1)))
+
+    return factor
 
 
 def multi_head_loss(levels):
@@ -190,6 +207,7 @@ class _ClassifierRun:
         if not self.heads and max(self.train_y.max(), self.valid_y.max()) >= num_classes:
             raise PipelineError(f"labels exceed num_classes={num_classes}")
         self._settings(cfg, compute, num_classes)
+        self.balanced = self._balanced()
         out_dir = Path(out_dir)
         self.state_path, self.model_path, self.history_path = out_dir / "state" / "last.pt", out_dir / "model.pt", \
             out_dir / "history.csv"
@@ -204,6 +222,7 @@ class _ClassifierRun:
             "format": STATE_FORMAT, "arch": arch, "num_classes": self.num_classes, "image_size": self.image_size,
             "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
             "augment": self.augment, "pretrained": str(self.pretrained) if self.pretrained else None,
+            "warmup_epochs": self.warmup_epochs, "balanced": self.balanced,
             "head": head["digest"] if head is not None else None, "heads": self.heads, "precision": self.precision,
             "channels_last": self.channels_last, "device": self.device.type, "seed": self.seed,
             "data": _fingerprint(self.train_x, self.train_y, self.valid_x, self.valid_y),
@@ -223,6 +242,11 @@ class _ClassifierRun:
     def _settings(self, cfg: dict, compute: dict, num_classes: int) -> None:
         self.image_size = int(cfg.get("image_size") or self.train_x.shape[1])
         self.epochs, self.batch_size = int(cfg["epochs"]), int(cfg["batch_size"])
+        self.warmup_epochs = float(cfg.get("warmup_epochs") or 0)
+        self.patience = int(cfg["patience"]) if cfg.get("patience") else None
+        self.sampler = cfg.get("sampler", "shuffle")
+        if self.sampler not in SAMPLERS:
+            raise PipelineError(f"config downstream.sampler={self.sampler!r}: expected one of {list(SAMPLERS)}")
         self.lr, self.weight_decay = float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
         self.augment = bool(cfg.get("augment", False))
         self.pretrained = (cfg.get("pretrained") or {}).get(self.arch)
@@ -246,6 +270,23 @@ class _ClassifierRun:
             raise PipelineError(f"config downstream.epochs={self.epochs} and downstream.batch_size={self.batch_size} "
                                 "must be >= 1")
 
+    def _balanced(self) -> bool:
+        """Class-balanced batches: ``sampler: balanced``, or ``auto`` when the largest training class has more
+        than :data:`IMBALANCE` times the images of the smallest (single-label tasks only)."""
+        if self.heads or self.sampler == "shuffle":
+            return False
+        counts = np.bincount(self.train_y, minlength=self.num_classes)
+        counts = counts[counts > 0]
+        if self.sampler == "balanced":
+            return True
+        return bool(len(counts) > 1 and counts.max() > IMBALANCE * counts.min())
+
+    def should_stop(self) -> bool:
+        """Early stopping: ``patience`` epochs without a better validation score than the best epoch's."""
+        if self.patience is None or self.best["epoch"] is None:
+            return False
+        return len(self.history) - int(self.best["epoch"]) >= self.patience
+
     def _fix(self) -> str:
         fix = f"lower {self.lr_key} (now {self.lr:g}" + (f", effective x{self.lr_scale:g})" if self.lr_scale != 1 else ")")
         if self.precision != "fp32":
@@ -268,7 +309,9 @@ class _ClassifierRun:
         n = len(self.train_x)
         # A trailing batch of one image is dropped: BatchNorm cannot train on a single sample.
         self.steps_per_epoch = n // self.batch_size + (1 if n % self.batch_size >= 2 else 0)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.epochs * self.steps_per_epoch, round(self.warmup_epochs * self.steps_per_epoch)))
+        self.batches = BatchSampler(self.train_y, self.batch_size, True, self.seed) if self.balanced else None
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.generator = torch.Generator().manual_seed(self.seed)
         self.history: list[dict] = []
@@ -291,6 +334,8 @@ class _ClassifierRun:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.batches is not None:
+            self.batches.load_state_dict(state["batches"])
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.generator.set_state(state["generator"])
@@ -311,12 +356,12 @@ class _ClassifierRun:
         self.model.train()
         n, bs = len(self.train_x), self.batch_size
         images, labels = torch.from_numpy(self.train_x), torch.from_numpy(self.train_y)
-        perm = torch.randperm(n, generator=self.generator)
+        perm = torch.randperm(n, generator=self.generator) if self.batches is None else None
         loss_sum, seen = torch.zeros((), dtype=torch.float64), 0
         bar = progress(range(self.steps_per_epoch), desc=f"{self.arch} seed {self.seed} epoch {epoch + 1}/{self.epochs}",
                        unit="batch", leave=False)
         for step in bar:
-            idx = perm[step * bs: (step + 1) * bs]
+            idx = perm[step * bs: (step + 1) * bs] if perm is not None else self.batches.next()
             x = to_model_input(images[idx], self.image_size, self.norm["mean"], self.norm["std"], self.device,
                                self.channels_last, augment_generator=self.generator if self.augment else None)
             loss = train_step(self.model, self.optimizer, x, labels[idx].to(self.device), self.precision, self.scaler,
@@ -363,6 +408,7 @@ class _ClassifierRun:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(), "best": dict(self.best),
             "history": list(self.history), "lr_scale": self.lr_scale,
+            "batches": self.batches.state_dict() if self.batches is not None else None,
         })
         self.saved_epoch = epoch + 1
 
@@ -374,7 +420,9 @@ class _ClassifierRun:
             "arch": self.arch, "timm_name": self.timm_name, "num_classes": self.num_classes,
             "image_size": self.image_size, "best_epoch": int(self.best["epoch"]), "valid_auc": float(self.best["auc"]),
             "valid_acc": float(self.best["acc"]), "selection_metric": self.selection, "normalisation": self.norm,
-            "seed": self.seed, "epochs": self.epochs, "train_size": int(len(self.train_x)),
+            "seed": self.seed, "epochs": self.epochs, "epochs_trained": len(self.history),
+            "stopped_early": len(self.history) < self.epochs, "balanced_batches": self.balanced,
+            "train_size": int(len(self.train_x)),
             "train_class_counts": None if self.heads else np.bincount(self.train_y, minlength=self.num_classes).tolist(),
             "precision": self.precision, "pretrained": str(self.pretrained) if self.pretrained else None,
             "head": {k: head[k] for k in ("generator", "family", "config", "num_classes", "image_size", "digest")}
@@ -446,15 +494,20 @@ def train_classifier(
                              head, lr_scale, heads)
         resumed_from = run.start_epoch
         for epoch in range(run.start_epoch, run.epochs):
-            if stop_after is not None and epoch >= stop_after:
+            if run.should_stop() or (stop_after is not None and epoch >= stop_after):
                 break
             run.run_epoch(epoch)
         completed = len(run.history)
-        summary = {"arch": arch, "seed": int(seed), "finished": completed >= run.epochs, "epochs_completed": completed,
+        stopped_early = completed < run.epochs and run.should_stop()
+        if stopped_early:
+            log.info(f"{arch} seed {seed}: early stop after epoch {completed}: no better validation "
+                     f"{run.selection} for {run.patience} epochs (best epoch {run.best['epoch']})")
+        summary = {"arch": arch, "seed": int(seed), "finished": completed >= run.epochs or stopped_early,
+                   "epochs_completed": completed, "stopped_early": stopped_early,
                    "resumed_from_epoch": resumed_from, "best_epoch": run.best["epoch"], "valid_auc": run.best["auc"],
                    "valid_acc": run.best["acc"], "selection_metric": run.selection, "model_path": str(run.model_path),
                    "history_path": str(run.history_path), "lr_scale": run.lr_scale}
-        if completed < run.epochs:
+        if not summary["finished"]:
             log.info(f"{arch} seed {seed}: stopped after epoch {completed}/{run.epochs}; rerun to continue from "
                      f"{run.state_path}")
             return summary

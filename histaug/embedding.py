@@ -295,7 +295,7 @@ def draw_tsne_figure(scores: pd.DataFrame, coordinates: pd.DataFrame, class_name
     import matplotlib
     from matplotlib.lines import Line2D
 
-    from .report import _new_figure
+    from .report_figures import _new_figure
 
     n = max(len(scores), 1)
     ncols = min(ncols, n)
@@ -342,7 +342,7 @@ def figure_title(scores: pd.DataFrame) -> str:
 
 def scores_to_markdown(scores: pd.DataFrame, digits: int = 3) -> str:
     """The scores as a markdown table; the best silhouette and k-NN agreement are in bold."""
-    from .report import _markdown_grid
+    from .report_format import _markdown_grid
 
     k = int(scores["neighbours"].iloc[0]) if len(scores) else TSNE_DEFAULTS["neighbours"]
     best = {c: np.nanmax(scores[c].to_numpy(float)) if scores[c].notna().any() else None
@@ -362,23 +362,25 @@ def scores_to_markdown(scores: pd.DataFrame, digits: int = 3) -> str:
 
 def write_tsne(panels: Sequence[Panel], sample_files: Sequence[str | Path], extract: Callable[[np.ndarray], np.ndarray],
                class_names: Sequence[str], settings: Mapping | None, out_png: str | Path, out_scores: str | Path,
-               out_coordinates: str | Path, out_scores_md: str | Path | None = None, log=None) -> dict:
+               out_coordinates: str | Path, out_scores_md: str | Path | None = None, log=None,
+               prov: Mapping | None = None) -> dict:
     """Compute the panels and write the figure, the scores (CSV, optional markdown) and the coordinates.
 
     Returns ``{"scores", "coordinates", "n_axes", "paths"}``.
     """
-    from .report import _save_figure
-    from .utils import write_csv, write_text
+    from .provenance import stamp_frame, write_stamped
+    from .report_figures import _save_figure
+    from .utils import write_csv
 
     if not panels:
         raise PipelineError(f"config {CONFIG_KEY} is empty: there is no t-SNE panel to draw")
     scores, coordinates = compute_tsne(panels, sample_files, extract, class_names, settings, log)
     fig = draw_tsne_figure(scores, coordinates, list(class_names), figure_title(scores))
     paths = {"figure": _save_figure(fig, out_png), "scores": Path(out_scores), "coordinates": Path(out_coordinates)}
-    write_csv(scores, out_scores, float_format="%.6g")
-    write_csv(coordinates, out_coordinates, float_format="%.6g")
+    write_csv(stamp_frame(scores, prov), out_scores, float_format="%.6g")
+    write_csv(stamp_frame(coordinates, prov), out_coordinates, float_format="%.6g")
     if out_scores_md:
-        write_text(scores_to_markdown(scores), out_scores_md)
+        write_stamped(scores_to_markdown(scores), out_scores_md, prov)
         paths["scores_md"] = Path(out_scores_md)
     return {"scores": scores, "coordinates": coordinates, "n_axes": len(fig.axes), "paths": paths}
 

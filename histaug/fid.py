@@ -708,3 +708,35 @@ def generation_metrics(
         "n_real": int(len(real_feats)),
         "n_generated": int(len(generated_feats)),
     }
+
+
+#: Below this many images per side a finite-N FID is strongly biased upwards (it grows as N shrinks;
+#: Chong & Forsyth, CVPR 2020), and the tables show KID first and mark FID as biased.
+UNBIASED_N = 2048
+
+
+def fid_infinity(real_feats: np.ndarray, generated_feats: np.ndarray, n_points: int = 10, min_n: int = 500,
+                 seed: int = 0) -> dict | None:
+    """FID∞ (Chong & Forsyth, CVPR 2020, "Effectively Unbiased FID and Inception Score and where to find them").
+
+    FID computed on ``n_points`` random subsets of sizes N evenly spaced from max(min_n, N_max / 5) to
+    N_max = the smaller set's size (both sides subsampled to N, seeded), then a least-squares line
+    FID(N) = FID∞ + slope / N; its intercept extrapolates to infinitely many images. Returns
+    ``{"fid_inf", "slope", "n": [...], "fid": [...]}``, or None when the sets are too small (N_max < 2 min_n,
+    i.e. fewer than two useful points).
+    """
+    real_feats = np.asarray(real_feats, np.float64)
+    generated_feats = np.asarray(generated_feats, np.float64)
+    n_max = min(len(real_feats), len(generated_feats))
+    n_min = max(int(min_n), n_max // 5)
+    if n_max < 2 * int(min_n) or n_points < 2:
+        return None
+    sizes = np.unique(np.linspace(n_min, n_max, int(n_points)).astype(int))
+    rng = np.random.default_rng(seed)
+    fids = []
+    for n in sizes:
+        r = real_feats[rng.choice(len(real_feats), n, replace=False)]
+        g = generated_feats[rng.choice(len(generated_feats), n, replace=False)]
+        fids.append(frechet_distance(*feature_statistics(r), *feature_statistics(g)))
+    slope, intercept = np.polyfit(1.0 / sizes, np.asarray(fids), 1)
+    return {"fid_inf": float(intercept), "slope": float(slope), "n": sizes.tolist(), "fid": [float(f) for f in fids]}

@@ -275,3 +275,59 @@ def test_invalid_training_inputs(brightness_split, tmp_path):
     with pytest.raises(PipelineError, match="valid names"):
         train_classifier("resnet19", tx, ty, vx, vy, TINY_CFG, COMPUTE_FP32, seed=0, out_dir=tmp_path)
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_warmup_then_cosine_schedule():
+    from histaug.classifier_training import warmup_cosine
+
+    f = warmup_cosine(total_steps=10, warmup_steps=2)
+    assert [round(f(t), 6) for t in range(3)] == [0.5, 1.0, 1.0]
+    assert f(6) == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8))) and f(10) == pytest.approx(0.0)
+    assert warmup_cosine(10, 0)(5) == pytest.approx(0.5)
+
+
+def test_early_stopping_stops_on_patience_and_resumes_to_the_same_end(brightness_split, tmp_path, monkeypatch):
+    cfg = {**TINY_CFG, "epochs": 6, "patience": 2}
+    scores = [(0.6, 0.6), (0.9, 0.8), (0.7, 0.7), (0.8, 0.7), (0.95, 0.9), (0.96, 0.9)]
+    data = _tiny(brightness_split)
+
+    def scripted():
+        it = iter(scores)
+        return lambda y, prob, selection: next(it)
+
+    monkeypatch.setattr(classifier_training, "_validation_scores", scripted())
+    full = train_classifier("resnet34", *data, cfg, COMPUTE_FP32, seed=0, out_dir=tmp_path / "a")
+    assert full["finished"] and full["stopped_early"] and full["epochs_completed"] == 4 and full["best_epoch"] == 2
+    meta = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["meta"]
+    assert meta["epochs_trained"] == 4 and meta["stopped_early"]
+    # interrupted after 3 epochs, then resumed: stops at the same epoch with the same weights
+    monkeypatch.setattr(classifier_training, "_validation_scores", scripted())
+    first = train_classifier("resnet34", *data, cfg, COMPUTE_FP32, seed=0, out_dir=tmp_path / "b", stop_after=3)
+    assert not first["finished"]
+    it = iter(scores[3:])
+    monkeypatch.setattr(classifier_training, "_validation_scores", lambda y, prob, selection: next(it))
+    second = train_classifier("resnet34", *data, cfg, COMPUTE_FP32, seed=0, out_dir=tmp_path / "b")
+    assert second["stopped_early"] and second["epochs_completed"] == 4 and second["resumed_from_epoch"] == 3
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_imbalanced_training_sets_get_class_balanced_batches(brightness_split, tmp_path, monkeypatch):
+    tx, ty, vx, vy = _tiny(brightness_split, n_train=64)
+    keep = np.concatenate([np.flatnonzero(ty == 0), np.flatnonzero(ty == 1)[:4]])  # about 8 : 1
+    seen = []
+    real_step = classifier_training.train_step
+
+    def recording_step(model, optimizer, x, y, *args, **kwargs):
+        seen.append(y.tolist())
+        return real_step(model, optimizer, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(classifier_training, "train_step", recording_step)
+    train_classifier("resnet34", tx[keep], ty[keep], vx, vy, {**TINY_CFG, "epochs": 1, "sampler": "auto"}, COMPUTE_FP32,
+                     seed=0, out_dir=tmp_path / "auto")
+    assert all(abs(sum(batch) - len(batch) / 2) <= 1 for batch in seen)  # half of every batch is the rare class
+    seen.clear()
+    train_classifier("resnet34", tx[keep], ty[keep], vx, vy, {**TINY_CFG, "epochs": 1, "sampler": "shuffle"}, COMPUTE_FP32,
+                     seed=0, out_dir=tmp_path / "shuffle")
+    assert sum(map(sum, seen)) == 4  # one pass: each image once

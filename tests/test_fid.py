@@ -414,3 +414,32 @@ def test_generation_metrics_fields():
     assert out["fid"] > 10.0 and out["kid_mean"] > 0.0
     same = fid.generation_metrics(real, real, kid_subset_size=20, kid_subsets=5, seed=0)
     assert abs(same["fid"]) < 1e-6
+
+
+def test_features_and_fid_do_not_depend_on_the_batch_size(built_weights, real_patches):
+    """Honest FID: Inception runs in eval mode, so one image at a time gives the batch-of-50 result."""
+    net = fid.InceptionFeatures(built_weights[1], device="cpu")
+    x = real_patches[:60]
+    one = fid.extract_features(net, x, batch_size=1)
+    fifty = fid.extract_features(net, x, batch_size=50)
+    assert one.dtype == np.float64 and np.abs(one - fifty).max() < 1e-4
+    ref = fid.extract_features(net, real_patches[100:160], batch_size=50)
+    a = fid.frechet_distance(*fid.feature_statistics(one), *fid.feature_statistics(ref))
+    b = fid.frechet_distance(*fid.feature_statistics(fifty), *fid.feature_statistics(ref))
+    assert abs(a - b) < 1e-6 * abs(a)  # relative: FID values are in the tens to hundreds
+
+
+def test_fid_infinity_recovers_the_fid_of_two_gaussians():
+    """Two Gaussians in 64-d with identity covariance and means 1 apart per axis: the true FID is 64.
+    Finite-N FID is biased upwards (about +5 at N = 500); the 1/N extrapolation removes the bias."""
+    rng = np.random.default_rng(0)
+    d, n = 64, 4000
+    real = rng.standard_normal((n, d))
+    fake = rng.standard_normal((n, d)) + 1.0
+    true = float(d)
+    finite = fid.frechet_distance(*fid.feature_statistics(real[:500]), *fid.feature_statistics(fake[:500]))
+    inf = fid.fid_infinity(real, fake, n_points=8, min_n=500, seed=1)
+    assert finite - true > 3.0  # the bias at N = 500
+    assert abs(inf["fid_inf"] - true) < 0.1 * (finite - true) and inf["slope"] > 0
+    assert inf["n"][0] == 800 and inf["n"][-1] == 4000
+    assert fid.fid_infinity(real[:600], fake[:600], min_n=500) is None

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from histaug import train_generator as tg
+from histaug.batches import BatchSampler
 from histaug.generator_checkpoint import load_generator
 from histaug.train_generator import state_hash, train_generator
 from histaug.utils import PipelineError
@@ -338,17 +339,17 @@ def test_changed_config_ignores_old_state(tmp_path, patches):
 
 def test_balanced_sampler_is_balanced_and_resumable():
     labels = np.array([0] * 30 + [1] * 6)
-    s = tg.BatchSampler(labels, batch_size=8, balanced=True, seed=0)
+    s = BatchSampler(labels, batch_size=8, balanced=True, seed=0)
     for _ in range(5):
         b = s.next()
         assert len(b) == 8 and (labels[b.numpy()] == 1).sum() == 4
     state = s.state_dict()
     ahead = [s.next() for _ in range(3)]
-    s2 = tg.BatchSampler(labels, batch_size=8, balanced=True, seed=123)
+    s2 = BatchSampler(labels, batch_size=8, balanced=True, seed=123)
     s2.load_state_dict(state)
     for a in ahead:
         assert torch.equal(a, s2.next())
-    plain = tg.BatchSampler(labels, batch_size=36, balanced=False, seed=0)
+    plain = BatchSampler(labels, batch_size=36, balanced=False, seed=0)
     assert sorted(plain.next().tolist()) == list(range(36))  # one pass = a permutation
 
 

@@ -10,7 +10,8 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from histaug.metrics import binary_metrics, classification_metrics
 from histaug.per_class import per_class_runs, summarize_per_class
-from histaug.report import collect_downstream, summarize_downstream, write_report
+from histaug.report import write_report
+from histaug.report_tables import collect_downstream, summarize_downstream
 
 
 def _probs(rng, y, k, skill=2.0):

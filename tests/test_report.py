@@ -11,26 +11,25 @@ import pytest
 from PIL import Image
 
 from histaug.io import write_images
-from histaug.report import (
-    collect_downstream,
-    collect_generation,
-    format_mean_std,
-    generation_to_markdown,
-    heads_to_markdown,
-    kept_step,
+from histaug.report import write_report
+from histaug.report_figures import (
     group_prediction_files,
-    parse_variant,
+    kept_step,
     plot_metric_bars,
     plot_roc_curves,
     plot_sample_grid,
-    pretty_arch,
-    row_label,
+)
+from histaug.report_format import format_mean_std, pretty_arch, row_label, variant_label
+from histaug.report_tables import (
+    collect_downstream,
+    collect_generation,
+    generation_to_markdown,
+    heads_to_markdown,
     summarize_downstream,
-    variant_label,
     to_latex_table,
     to_markdown_table,
-    write_report,
 )
+from histaug.trainsets import parse_variant
 from histaug.utils import PipelineError
 
 METRICS = ("accuracy", "auc", "sensitivity", "specificity")
@@ -359,6 +358,8 @@ def test_write_report(runs, generation_files, sample_files, tmp_path):
     expected = {"tables/downstream.csv", "tables/downstream_summary.csv", "tables/downstream_summary.md",
                 "tables/downstream_summary.tex", "tables/generation.csv", "tables/generation.md",
                 "tables/downstream_per_class.csv", "tables/downstream_per_class.md",
+                "tables/augmentation_gain.csv", "tables/augmentation_gain.md", "tables/augmentation_gain.tex",
+                "tables/synthetic_only.csv", "tables/synthetic_only.md",
                 "figures/roc_curves.png", "figures/auc_bars.png", "figures/generator_training.png", "report.md"}
     expected |= {f"figures/{kind}_{g}.png" for g in GENERATORS for kind in ("samples", "selected")}
     assert set(written) == expected

@@ -15,7 +15,7 @@ if ATTR.get("source"):
             labels=f"{R}/data/labels.csv",
             source=attribute_source_files,
         output:
-            csv=f"{R}/data/attributes.csv",
+            csv=report(f"{R}/data/attributes.csv", caption="../report/attributes.rst", category="Data"),
             meta=f"{R}/data/attributes.json",
         params:
             attributes=ATTR,
@@ -32,7 +32,7 @@ if ATTR.get("source"):
             meta=f"{R}/data/attributes.json",
             subset=f"{R}/data/train_subset.csv",
         output:
-            combinations=f"{R}/data/combinations.csv",
+            combinations=report(f"{R}/data/combinations.csv", caption="../report/combinations.rst", category="Data"),
             subset=f"{R}/data/attribute_subset.csv",
         params:
             rare=ATTR.get("rare") or {},
@@ -74,7 +74,7 @@ if ATTR.get("source"):
             meta=f"{R}/data/attributes.json",
             samples=expand(f"{R}/samples/{{gen}}/normal.h5", gen=ATTR_GENERATORS),
         output:
-            csv=f"{R}/tables/attribute_error.csv",
+            csv=report(f"{R}/tables/attribute_error.csv", caption="../report/attribute_error.rst", category="Evaluation"),
             md=f"{R}/tables/attribute_error.md",
             tex=f"{R}/tables/attribute_error.tex",
         params:
@@ -99,7 +99,8 @@ if ATTR.get("source"):
             meta=f"{R}/data/attributes.json",
             subset=f"{R}/data/attribute_subset.csv",
         output:
-            [f"{R}/figures/attribute_sweep_{{gen}}_{a}.png" for a in ATTR_NAMES],
+            [report(f"{R}/figures/attribute_sweep_{{gen}}_{a}.png", caption="../report/attribute_sweep.rst",
+                    category="Evaluation", subcategory="Attribute sweeps") for a in ATTR_NAMES],
         params:
             label=lambda wc: config["generators"][wc.gen].get("label", wc.gen),
             columns=ATTR.get("sweep_columns", 6),
@@ -134,7 +135,8 @@ if AG_ROWS:
             errors=f"{R}/tables/attribute_error.csv",
             meta=f"{R}/data/attributes.json",
         output:
-            csv=f"{R}/tables/attributegan_table1.csv",
+            csv=report(f"{R}/tables/attributegan_table1.csv", caption="../report/attributegan_table.rst",
+                       category="Evaluation"),
             md=f"{R}/tables/attributegan_table1.md",
             tex=f"{R}/tables/attributegan_table1.tex",
         params:
@@ -154,7 +156,7 @@ if AG_ROWS:
             meta=f"{R}/data/attributes.json",
             subset=f"{R}/data/attribute_subset.csv",
         output:
-            f"{R}/figures/attributegan_fig3.png",
+            report(f"{R}/figures/attributegan_fig3.png", caption="../report/attributegan_figure.rst", category="Evaluation"),
         params:
             rows=[(label, condition_attribute(config, run) is not None) for label, run in AG_FIGURE_RUNS],
             attribute=AG_FIGURE["attribute"],

@@ -38,3 +38,24 @@ rule train_classifier:
         f"{R}/benchmarks/train_classifier/{{arch}}/{{variant}}/seed{{seed}}.tsv"
     script:
         "../scripts/train_classifier.py"
+
+
+rule pixel_baseline:
+    """The sanity row: logistic regression on downsampled pixels (histaug/pixel_baseline.py), trained on the same
+    real subset and scored on the same test split as the CNNs."""
+    input:
+        **DATA_INPUTS,
+        valid=f"{R}/data/valid.h5",
+        test=f"{R}/data/test.h5",
+    output:
+        metrics=f"{R}/downstream/pixel_logreg/real/seed{{seed}}/metrics.json",
+        predictions=f"{R}/downstream/pixel_logreg/real/seed{{seed}}/predictions.csv",
+        model=f"{R}/downstream/pixel_logreg/real/seed{{seed}}/model.npz",
+    params:
+        baseline=DS.get("sanity_baseline") or {},
+    log:
+        f"{R}/logs/pixel_baseline/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/pixel_baseline/seed{{seed}}.tsv"
+    script:
+        "../scripts/pixel_baseline.py"

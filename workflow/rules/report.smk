@@ -1,6 +1,6 @@
 # Stage 6, report: tables shaped like HViTGAN's Table 1, generation table, figures, report.md.
 
-DOWNSTREAM_RUNS = [f"{R}/downstream/{arch}/{trainset}/seed{seed}" for arch, trainset in RUNS for seed in DS["seeds"]]
+DOWNSTREAM_RUNS = [f"{R}/downstream/{arch}/{trainset}/seed{seed}" for arch, trainset in REPORT_RUNS for seed in DS["seeds"]]
 
 from histaug.embedding import parse_panels, tsne_settings
 
@@ -8,8 +8,8 @@ from histaug.embedding import parse_panels, tsne_settings
 TSNE_PANELS = parse_panels(config["report"].get("tsne"), CLASS_GENERATORS)
 TSNE_SETTINGS = tsne_settings(config["report"].get("tsne_settings"))
 TSNE_OUTPUTS = dict(
-    figure=f"{R}/figures/tsne_loss_scenarios.png",
-    scores=f"{R}/tables/tsne_scores.csv",
+    figure=report(f"{R}/figures/tsne_loss_scenarios.png", caption="../report/tsne.rst", category="Evaluation"),
+    scores=report(f"{R}/tables/tsne_scores.csv", caption="../report/tsne_scores.rst", category="Evaluation"),
     scores_md=f"{R}/tables/tsne_scores.md",
     coordinates=f"{R}/tables/tsne_coordinates.csv",
 ) if TSNE_PANELS else {}
@@ -43,19 +43,37 @@ rule report:
         histories=expand(f"{R}/generators/{{gen}}/history.csv", gen=GENERATORS),
         **{f"tsne_{k}": v for k, v in TSNE_OUTPUTS.items()},
     output:
+        # every file write_report makes is declared here; tables and figures also go into `snakemake --report`
         report=f"{R}/report.md",
-        downstream=f"{R}/tables/downstream.csv",
+        downstream=report(f"{R}/tables/downstream.csv", caption="../report/downstream.rst", category="Downstream"),
+        summary=report(f"{R}/tables/downstream_summary.csv", caption="../report/downstream_summary.rst",
+                       category="Downstream"),
         summary_md=f"{R}/tables/downstream_summary.md",
         summary_tex=f"{R}/tables/downstream_summary.tex",
-        generation=f"{R}/tables/generation.csv",
-        per_class=f"{R}/tables/downstream_per_class.csv",
+        generation=report(f"{R}/tables/generation.csv", caption="../report/generation.rst", category="Generators"),
+        generation_md=f"{R}/tables/generation.md",
+        gains=report(f"{R}/tables/augmentation_gain.csv", caption="../report/augmentation_gain.rst",
+                     category="Downstream"),
+        gains_md=f"{R}/tables/augmentation_gain.md",
+        gains_tex=f"{R}/tables/augmentation_gain.tex",
+        synthetic=report(f"{R}/tables/synthetic_only.csv", caption="../report/synthetic_only.rst", category="Downstream"),
+        synthetic_md=f"{R}/tables/synthetic_only.md",
+        per_class=report(f"{R}/tables/downstream_per_class.csv", caption="../report/per_class.rst", category="Downstream"),
         per_class_md=f"{R}/tables/downstream_per_class.md",
+        roc=report(f"{R}/figures/roc_curves.png", caption="../report/roc_curves.rst", category="Downstream"),
+        auc_bars=report(f"{R}/figures/auc_bars.png", caption="../report/auc_bars.rst", category="Downstream"),
+        training=report(f"{R}/figures/generator_training.png", caption="../report/generator_training.rst",
+                        category="Generators"),
+        samples=[report(f"{R}/figures/samples_{g}.png", caption="../report/samples.rst", category="Generators",
+                        subcategory=g) for g in CLASS_GENERATORS],
+        selected=[report(f"{R}/figures/selected_{g}.png", caption="../report/selected.rst", category="Generators",
+                         subcategory=g) for g in CLASS_GENERATORS],
     params:
         generators=GENERATORS,
         class_generators=CLASS_GENERATORS,
         attribute_generators=ATTR_GENERATORS,
         attribute_names=ATTR_NAMES,
-        archs=ARCHS,
+        archs=REPORT_ARCHS,
         selectors={g: selector_for(config, g) for g in CLASS_GENERATORS},
         config=config,
     log:

@@ -6,7 +6,8 @@ from histaug.attribute_table import measure_levels, read_attribute_levels
 from histaug.classify import load_classifier
 from histaug.io import read_images
 from histaug.rulekit import run_rule
-from histaug.utils import get_device, read_json, write_csv, write_text
+from histaug.provenance import of_rule, write_stamped, write_table
+from histaug.utils import get_device, read_json
 
 
 def main(smk, log):
@@ -26,12 +27,13 @@ def main(smk, log):
         oracle = measure_levels(x, meta)[:, keep] if pixels else None
         rows += error_rows(gen, prob, extra["levels"], [counts[a] for a in keep], made_for, oracle)
     table = error_table(rows)
-    write_csv(table, smk.output.csv)
+    prov = of_rule(smk)
+    write_table(table, smk.output.csv, prov)
     wide = wide_table(table, smk.params.labels, oracle=pixels)
-    write_text(to_markdown(wide), smk.output.md)
-    write_text(to_latex(wide, "Attribute error (MSE of the normalised predicted level; lower is better) of real test "
-                        "images and generated images" + ("; oracle = measured on the pixels" if pixels else "")),
-               smk.output.tex)
+    write_stamped(to_markdown(wide), smk.output.md, prov)
+    write_stamped(to_latex(wide, "Attribute error (MSE of the normalised predicted level; lower is better) of real test "
+                           "images and generated images" + ("; oracle = measured on the pixels" if pixels else "")),
+                  smk.output.tex, prov)
     log.info("attribute error:\n%s", to_markdown(wide))
 
 

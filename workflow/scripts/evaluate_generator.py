@@ -1,7 +1,7 @@
 """Rule evaluate_generator: FID/KID (Inception and real-data classifier feature spaces), selection counts, and
 for GANs with a class head that head's test metrics as the GAN trained it (no fine-tuning)."""
 from histaug.classify import load_classifier, penultimate_features
-from histaug.fid import InceptionFeatures, extract_features, generation_metrics, load_features
+from histaug.fid import InceptionFeatures, extract_features, fid_infinity, generation_metrics, load_features
 from histaug.io import read_images
 from histaug.labels import load_labelled
 from histaug.metrics import classification_metrics
@@ -38,7 +38,12 @@ def main(smk, log):
                                 channels_last=bool(compute.get("channels_last")))
         fake = extract_features(net, x, bs, desc="inception (generated)")
         m = generation_metrics(real["inception"], fake, **kid)
-        out.update(fid=m["fid"], kid_mean=m["kid_mean"], kid_std=m["kid_std"], n_real=m["n_real"])
+        out.update(fid=m["fid"], kid_mean=m["kid_mean"], kid_std=m["kid_std"], n_real=m["n_real"],
+                   n_fid=m["n_generated"])
+        inf = fid_infinity(real["inception"], fake, min_n=int(ev.get("fid_infinity_min", 500)))
+        out["fid_inf"] = inf["fid_inf"] if inf else None
+        if inf:
+            log.info("FID∞ %.2f from FID at N = %s: %s", inf["fid_inf"], inf["n"], [round(f, 2) for f in inf["fid"]])
         if ev.get("fid_selected", True) and len(x_sel) >= 2:
             ms = generation_metrics(real["inception"], extract_features(net, x_sel, bs, desc="inception (selected)"), **kid)
             out.update(fid_selected=ms["fid"], kid_selected_mean=ms["kid_mean"])

@@ -4,6 +4,7 @@ from pathlib import Path
 import pandas as pd
 
 from histaug.report import write_report
+from histaug.provenance import of_rule
 from histaug.report_attributes import attribute_section
 from histaug.rulekit import run_rule
 from histaug.utils import read_json
@@ -30,6 +31,7 @@ def main(smk, log):
         + f" (baseline = {cfg['selection'].get('selector_arch')}, seed {cfg['selection'].get('selector_seed')})",
         "downstream_epochs": cfg["downstream"]["epochs"], "downstream_image_size": cfg["downstream"]["image_size"],
     }
+    context["provenance"] = of_rule(smk)
     if hasattr(smk.input, "attributes_meta"):
         context["extra_sections"] = [attribute_section(
             Path(smk.output.report).parent, smk.input.attributes_meta, smk.input.combinations, smk.input.attribute_error_md,

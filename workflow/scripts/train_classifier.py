@@ -35,7 +35,13 @@ def main(smk, log):
     if prob.shape[1] == 2:
         columns["prob_pos"] = prob[:, 1]  # the positive class of a binary task
     write_csv(pd.DataFrame(columns), smk.output.predictions)
+    degenerate = bool(len(np.unique(prob.argmax(axis=1))) == 1)
+    if degenerate:
+        log.warning("%s on %s (seed %d) predicts one class for every test image: a degenerate classifier; the "
+                    "report flags it", arch, variant, seed)
     write_json({"arch": arch, "variant": variant, "kind": kind, "generator": gen, "seed": seed, **metrics,
+                "degenerate": degenerate, "epochs_trained": meta.get("epochs_trained"),
+                "stopped_early": meta.get("stopped_early"),
                 "best_epoch": meta.get("best_epoch"), "valid_auc": meta.get("valid_auc"),
                 "n_real": 0 if kind == "synthetic" else len(real[0]), "n_synthetic": n_syn,
                 "train_seconds": summary.get("seconds") if isinstance(summary, dict) else None},
