@@ -347,7 +347,7 @@ def test_dry_run_gives_validation_and_inception_inputs_only_with_model_selection
 
     res = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", "config/demo.yaml",
-         "--config", f"data_dir={shared_patches_dir}", f"results_dir={tmp_path}", "run_generators=[cgan,cvae,hvitgan]"],
+         "--config", f"data_dir={shared_patches_dir}", f"results_dir={tmp_path}", "run_generators=[cgan,cvae,medvitgan,hvitgan,hvitgan_nocp]"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -356,9 +356,10 @@ def test_dry_run_gives_validation_and_inception_inputs_only_with_model_selection
         lines = block.splitlines()
         gen = next(line.split("gen=")[1].strip() for line in lines if "wildcards: gen=" in line)
         inputs[gen] = next(line.split("input:")[1] for line in lines if line.strip().startswith("input:"))
-    assert set(inputs) == {"cgan", "cvae", "hvitgan"}
+    vit = {"medvitgan", "hvitgan", "hvitgan_nocp"}  # the demo turns model selection on for the ViT GANs only
+    assert set(inputs) == {"cgan", "cvae"} | vit
     for gen, text in inputs.items():
-        selected = gen == "hvitgan"
+        selected = gen in vit
         assert (f"{tmp_path}/data/valid.h5" in text) == selected, (gen, text)
         assert (f"{tmp_path}/metrics/inception.json" in text) == selected, (gen, text)
         assert f"{tmp_path}/data/train.h5" in text

@@ -40,7 +40,8 @@ def test_end_to_end_outputs(e2e_run):
     assert meta["label_source"] == "derived"  # the shared patches are all one class
     df = pd.read_csv(out / "tables/downstream.csv")
     assert {"arch", "variant", "seed", "accuracy", "auc", "sensitivity", "specificity"} <= set(df.columns)
-    assert set(df["arch"]) == {"resnet34", "resnet50_cbam", "densenet169", "hvitgan_head"}
+    # the CNNs, the class head and the sanity row that needs no deep learning
+    assert set(df["arch"]) == {"resnet34", "resnet50_cbam", "densenet169", "hvitgan_head", "pixel_logreg"}
     assert set(df["variant"]) == {"real", "real+cvae.selected", "cvae", "real+hvitgan.selected"}
     assert set(df.loc[df["arch"] == "hvitgan_head", "variant"]) == {"real+hvitgan.selected"}
     rows = pd.read_csv(out / "tables/downstream_summary.csv")["row"].tolist()
