@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 
 from . import attribute_measures as am
+from .attribute_names import SUFFIX, attribute_names  # noqa: F401  (attribute_names: re-exported)
 from .attributes import assign_levels, fit_levels
 from .utils import PipelineError, write_csv, write_json
 
 SOURCES = ("pixels", "file", "reports")
-SUFFIX = "_level"
 CHUNK = 2048
 
 
@@ -243,26 +243,6 @@ def build_attribute_table(cfg: Mapping, labels_csv, split_files: Mapping[str, st
     write_csv(table, out_csv)
     write_json(meta, out_json)
     return table, meta
-
-
-def attribute_names(cfg: Mapping) -> list[str]:
-    """Attribute names of a run, known before it runs (for the DAG): from the config (pixels), the header
-    of the annotation file, or the keyword table (reports)."""
-    source = (cfg or {}).get("source")
-    if source == "pixels":
-        return [s["name"] for s in (cfg.get("pixels") or {}).get("attributes") or []]
-    if source == "file":
-        path = Path((cfg.get("file") or {}).get("path") or "")
-        if not path.is_file():
-            raise PipelineError(f"config attributes.file.path={str(path)!r}: annotation CSV not found")
-        header = pd.read_csv(path, nrows=0).columns
-        return [c[: -len(SUFFIX)] for c in header if c.endswith(SUFFIX)]
-    if source == "reports":
-        from .reports import load_keywords
-
-        names = load_keywords((cfg.get("reports") or {}).get("keywords")).names
-        return [n[: -len(SUFFIX)] if n.endswith(SUFFIX) else n for n in names]
-    return []
 
 
 def read_attribute_levels(attributes_csv, split: str, rows=None) -> np.ndarray:

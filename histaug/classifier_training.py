@@ -240,6 +240,8 @@ class _ClassifierRun:
         return y.astype(np.int64)
 
     def _settings(self, cfg: dict, compute: dict, num_classes: int) -> None:
+        overrides = (cfg.get("arch_overrides") or {}).get(self.arch) or {}
+        cfg = {**cfg, **overrides}
         self.image_size = int(cfg.get("image_size") or self.train_x.shape[1])
         self.epochs, self.batch_size = int(cfg["epochs"]), int(cfg["batch_size"])
         self.warmup_epochs = float(cfg.get("warmup_epochs") or 0)
@@ -251,7 +253,8 @@ class _ClassifierRun:
         self.augment = bool(cfg.get("augment", False))
         self.pretrained = (cfg.get("pretrained") or {}).get(self.arch)
         self.norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-        self.lr_key = "downstream.lr"
+        self.lr_key = f"downstream.arch_overrides.{self.arch}.lr" if "lr" in overrides else "downstream.lr"
+        self.state_every = float(cfg.get("state_every_seconds") or 0)
         head = self.head
         if head is not None:
             self.image_size, self.pretrained = int(head["image_size"]), None
@@ -322,6 +325,7 @@ class _ClassifierRun:
         remove_orphan_temps(self.model_path.parent, self.log, owner)
         self.start_epoch = self._resume(load_state(self.state_path, self.log, owner), lr_scale)
         self.saved_epoch = self.start_epoch or None
+        self.last_state_time = time.perf_counter()
 
     def _resume(self, state: dict | None, lr_scale: float) -> int:
         """Restore the training state when it belongs to this run; returns the next epoch."""
@@ -379,7 +383,15 @@ class _ClassifierRun:
             return "No model was written, and no epoch had been completed yet."
         return f"No model was written; the last good training state (epoch {self.saved_epoch}) is kept in {self.state_path}."
 
-    def run_epoch(self, epoch: int) -> None:
+    def _state_due(self, epoch: int, force: bool) -> bool:
+        """Write the resumable state after this epoch? Always with ``state_every_seconds`` 0 (the default) or
+        when the call ends without a model (``force``); otherwise once that many seconds passed since the last
+        write (or the start), so short epochs do not spend their time writing optimiser state."""
+        if force or self.state_every <= 0:
+            return True
+        return time.perf_counter() - self.last_state_time >= self.state_every
+
+    def run_epoch(self, epoch: int, force_state: bool = False) -> None:
         t0 = time.perf_counter()
         train_loss = self._train_epoch(epoch)
         self.guard.check((epoch + 1) * self.steps_per_epoch, {"classifier": self.model}, self._kept_note())
@@ -402,6 +414,8 @@ class _ClassifierRun:
         scores = " ".join(f"{k}={row[k]:.4f}" for k in ("valid_auc", "valid_acc", "valid_error") if k in row)
         self.log.info(f"{self.arch} seed {self.seed} epoch {epoch + 1}/{self.epochs}: train_loss={train_loss:.4f} "
                       f"{scores} ({row['seconds']:.1f}s){' best' if is_best else ''}")
+        if not self._state_due(epoch, force_state):
+            return
         save_state(self.state_path, {
             "format": STATE_FORMAT, "config_hash": self.run_hash, "epoch": epoch + 1, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -411,6 +425,7 @@ class _ClassifierRun:
             "batches": self.batches.state_dict() if self.batches is not None else None,
         })
         self.saved_epoch = epoch + 1
+        self.last_state_time = time.perf_counter()
 
     # ----------------------------------------------------------------- output
 
@@ -462,14 +477,15 @@ def train_classifier(
     """Train one classifier and keep the epoch with the best validation score.
 
     cfg (config `downstream:`): image_size, epochs, batch_size, lr, weight_decay, augment,
-    pretrained (arch -> local weights file). compute (config `compute:`): device,
+    pretrained (arch -> local weights file), arch_overrides (arch -> settings over these). compute (config `compute:`): device,
     channels_last, precision.downstream (fp32 | bf16 | fp16). divergence (config `divergence:`):
     automatic retries after a divergence (:mod:`histaug.guard`).
 
     The validation score is AUC (macro one-vs-rest for more than two classes), or accuracy when
     the validation set holds a single class; ties keep the earlier epoch. Writes
     out_dir/model.pt and out_dir/history.csv atomically. out_dir/state/last.pt is refreshed
-    after every epoch; a rerun with the same data and settings continues from it. It is removed
+    after every epoch (or at most every ``state_every_seconds``); a rerun with the same data and
+    settings continues from it. It is removed
     once model.pt is written unless `keep_state`. `stop_after` ends the call after that many
     completed epochs without writing model.pt (time-boxed jobs); call again to continue.
 
@@ -496,7 +512,7 @@ def train_classifier(
         for epoch in range(run.start_epoch, run.epochs):
             if run.should_stop() or (stop_after is not None and epoch >= stop_after):
                 break
-            run.run_epoch(epoch)
+            run.run_epoch(epoch, force_state=stop_after is not None and epoch + 1 >= stop_after)
         completed = len(run.history)
         stopped_early = completed < run.epochs and run.should_stop()
         if stopped_early:

@@ -41,7 +41,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     """Validate against the JSON schema and the rules a schema cannot say. Raises PipelineError."""
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = yaml.load(Path(schema_path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -53,7 +53,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
                 lines.append(f"  {_key(e.absolute_path)}: {e.message}")
         raise PipelineError("Invalid configuration:\n" + "\n".join(lines))
 
-    from models import available_families, families_with_class_head  # the registry knows every family
+    from models.families import available_families, families_with_class_head  # torch-free family table
 
     families = available_families()
     for name, g in config["generators"].items():
@@ -64,7 +64,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
         if g not in config["generators"]:
             raise PipelineError(f"config run_generators lists {g!r}, which is not defined under `generators` "
                                 f"(defined: {sorted(config['generators'])})")
-    from .attribute_table import attribute_names
+    from .attribute_names import attribute_names  # light: the DAG is built before any measurement
 
     names = attribute_names(config.get("attributes") or {}) if (config.get("attributes") or {}).get("source") else []
     expand_per_attribute(config, names)
@@ -75,6 +75,12 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     from .trainsets import parse_trainset
 
     ds = config["downstream"]
+    stray = sorted(set(ds.get("synthetic_archs") or []) - set(ds["archs"]))
+    if stray:
+        raise PipelineError(f"config downstream.synthetic_archs lists {stray}, which are not in downstream.archs {ds['archs']}")
+    stray = sorted(set(ds.get("arch_overrides") or {}) - set(ds["archs"]))
+    if stray:
+        raise PipelineError(f"config downstream.arch_overrides names {stray}, which are not in downstream.archs {ds['archs']}")
     for arch, trainset in downstream_runs(config):
         key = f"downstream.head_classifiers.{head_generator(arch)}" if head_generator(arch) else "downstream.trainsets"
         ts = parse_trainset(trainset)
@@ -142,14 +148,23 @@ def head_generator(arch: str) -> str | None:
     return arch[: -len(HEAD_SUFFIX)] if arch.endswith(HEAD_SUFFIX) else None
 
 
+def synthetic_only(trainset: str) -> bool:
+    """True for a training set of generated images alone (``G``, ``G.truncated``, ``G.selected``)."""
+    return not (trainset == "real" or str(trainset).startswith("real+"))
+
+
 def downstream_runs(config: dict) -> list[tuple[str, str]]:
     """(architecture, training set) pairs of a run, in table order; each is trained for every seed.
 
     Every architecture in ``downstream.archs`` on every set in ``downstream.trainsets``, then the
     class heads of ``downstream.head_classifiers`` ({generator, trainsets} entries) as ``<gen>_head``.
+    Sets without real images (``G``, ``G.selected``: the slides' train-on-synthetic protocol) run on
+    ``downstream.synthetic_archs`` when that is set (the slides train one classifier), else on every arch.
     """
     ds = config["downstream"]
-    runs = [(arch, ts) for arch in ds["archs"] for ts in ds["trainsets"]]
+    synthetic_archs = ds.get("synthetic_archs")
+    runs = [(arch, ts) for arch in ds["archs"] for ts in ds["trainsets"]
+            if synthetic_archs is None or arch in synthetic_archs or not synthetic_only(ts)]
     for entry in ds.get("head_classifiers") or []:
         runs += [(head_arch(entry["generator"]), ts) for ts in entry["trainsets"]]
     return runs
@@ -161,6 +176,6 @@ def selector_for(config: dict, generator: str) -> str:
     kind = config["selection"]["selector"]
     if kind != "auto":
         return kind
-    from models import families_with_class_head
+    from models.families import families_with_class_head
 
     return "head" if config["generators"][generator]["family"] in families_with_class_head() else "baseline"

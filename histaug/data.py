@@ -4,6 +4,11 @@ Canonical output (results_dir/data/):
   {train,valid,test}.h5   x uint8 (N,96,96,3), y int64 (N,) source label, id (N,) string
   source_labels.csv       split, index, id, source_label
 
+Memory and disk stay bounded at any data size: PCam's own splits are not copied, their x is an
+HDF5 external link to the source file (histaug.splitfiles); a PCam sample is copied and a folder's
+images decoded `chunk` images at a time. PCam files are checked as in histaug.pcam (shapes,
+dtypes, and the MD5 recorded at download).
+
 Splits: PCam brings its own train/valid/test. Sources without splits (a Kaggle folder, or a
 sample drawn from one PCam split) get a seeded, stratified split.
 Input folders are only ever read, and only files that really lie inside data_dir (no symlinks out).
@@ -15,116 +20,20 @@ here, every split). Images go through histaug.images.read_rgb (explicit per-mode
 """
 from __future__ import annotations
 
-import gzip
 import os
-import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
 from .images import UnsupportedImage, read_rgb, summarize_conversions
-from .utils import PipelineError, atomic_path, file_digest, progress, write_csv
+from .pcam import PATCH_SHAPE, open_pcam_split, pcam_filename, verify_checksums
+from .pcam import PCAM_MD5, PCAM_RECORD, download_pcam_file, md5sum, validate_pcam_pair  # noqa: F401 (public here too)
+from .splitfiles import CHUNK, copy_rows, link_split, split_writers
+from .utils import PipelineError, progress, write_csv
 
 SPLITS = ("train", "valid", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-PATCH_SHAPE = (96, 96, 3)
-
-# MD5 of the gzipped files on Zenodo record 2546921 (basveeling/pcam README).
-PCAM_MD5 = {
-    "camelyonpatch_level_2_split_train_x.h5.gz": "1571f514728f59376b705fc836ff4b63",
-    "camelyonpatch_level_2_split_train_y.h5.gz": "35c2d7259d906cfc8143347bb8e05be7",
-    "camelyonpatch_level_2_split_valid_x.h5.gz": "d8c2d60d490dbd479f8199bdfa0cf6ec",
-    "camelyonpatch_level_2_split_valid_y.h5.gz": "60a7035772fbdb7f34eb86d4420cf66a",
-    "camelyonpatch_level_2_split_test_x.h5.gz": "d5b63470df7cfa627aeec8b9dc0c066e",
-    "camelyonpatch_level_2_split_test_y.h5.gz": "2b85f58b927af9964a4c15b8f7e8f179",
-}
-PCAM_RECORD = "Zenodo record 2546921 (https://zenodo.org/record/2546921)"
-
-
-def pcam_filename(split: str, kind: str) -> str:
-    return f"camelyonpatch_level_2_split_{split}_{kind}.h5"
-
-
-# --------------------------------------------------------------------------- download
-
-
-def md5sum(path: str | os.PathLike) -> str:
-    return file_digest(path, "md5")
-
-
-def download_pcam_file(split: str, kind: str, url_template: str, dest_dir: str | os.PathLike, log=None) -> Path:
-    """Download one gzipped PCam file, check its MD5, and unpack it to dest_dir/<name>.h5.
-
-    Fails with a message saying what to fetch and where to put it when there is no network.
-    """
-    name = pcam_filename(split, kind)
-    gz_name = name + ".gz"
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    out = dest_dir / name
-    url = url_template.format(name=gz_name)
-    manual = (
-        f"Fetch {gz_name} from {PCAM_RECORD} (or the mirrors listed in the PCam README), check its MD5 "
-        f"({PCAM_MD5[gz_name]}), gunzip it and put {name} into {dest_dir}/ ; or point `data_dir` at a folder "
-        "that already holds the six camelyonpatch_level_2_split_*_{x,y}.h5 files."
-    )
-    with atomic_path(dest_dir / gz_name) as tmp_gz:
-        try:
-            with urllib.request.urlopen(url, timeout=60) as resp, open(tmp_gz, "wb") as fh:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                bar = progress(total=total, unit="B", unit_scale=True, desc=f"download {gz_name}")
-                for block in iter(lambda: resp.read(1 << 20), b""):
-                    fh.write(block)
-                    bar.update(len(block))
-                bar.close()
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise PipelineError(f"Could not download {url}: {exc}.\n{manual}") from exc
-        got = md5sum(tmp_gz)
-        if got != PCAM_MD5[gz_name]:
-            raise PipelineError(f"{gz_name}: MD5 {got} does not match the published {PCAM_MD5[gz_name]}; "
-                                f"the download is corrupt, delete it and rerun.\n{manual}")
-        if log:
-            log.info("downloaded %s (MD5 ok), unpacking", gz_name)
-        with atomic_path(out) as tmp_h5, gzip.open(tmp_gz, "rb") as src, open(tmp_h5, "wb") as dst:
-            shutil.copyfileobj(src, dst, length=1 << 22)
-    return out
-
-
-# --------------------------------------------------------------------------- PCam HDF5
-
-
-def open_pcam_split(data_dir: str | os.PathLike, split: str) -> tuple[h5py.Dataset, np.ndarray, h5py.File]:
-    """Open and validate one PCam split; returns (x dataset, y array, open x file)."""
-    data_dir = Path(data_dir)
-    px, py = data_dir / pcam_filename(split, "x"), data_dir / pcam_filename(split, "y")
-    for p in (px, py):
-        if not p.exists():
-            raise PipelineError(f"{p}: PCam file not found. Put the unpacked PCam HDF5 files there "
-                                f"(from {PCAM_RECORD}) or set data_dir to their folder.")
-    fx = h5py.File(px, "r")
-    with h5py.File(py, "r") as fy:
-        validate_pcam_pair(fx, fy, px, py)
-        y = fy["y"][()].reshape(-1).astype(np.int64)
-    return fx["x"], y, fx
-
-
-def validate_pcam_pair(fx, fy, px, py) -> None:
-    if "x" not in fx:
-        raise PipelineError(f"{px}: no dataset 'x' (found {list(fx.keys())}); expected PCam's uint8 (N,96,96,3) images")
-    x = fx["x"]
-    if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != PATCH_SHAPE:
-        raise PipelineError(f"{px}: dataset 'x' is {x.dtype} {x.shape}; expected uint8 (N,96,96,3). "
-                            "Use the unmodified PCam files.")
-    if "y" not in fy:
-        raise PipelineError(f"{py}: no dataset 'y' (found {list(fy.keys())}); expected PCam's labels (N,1,1,1)")
-    y = fy["y"]
-    if y.shape[0] != x.shape[0] or int(np.prod(y.shape[1:])) != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise PipelineError(f"{py}: dataset 'y' is {y.dtype} {y.shape}; expected integer (N,1,1,1) with N={x.shape[0]} "
-                            f"matching {px}.")
 
 
 # --------------------------------------------------------------------------- Kaggle folder
@@ -299,41 +208,95 @@ def uses_data_labels(labels_cfg: dict | None, labels: np.ndarray) -> bool:
     return mode == "data" or (mode == "auto" and len(np.unique(labels)) > 1)
 
 
+class ImageProblems:
+    """Images that cannot be ingested, collected over every block and reported together in one error."""
+
+    def __init__(self):
+        self.rejected: list[str] = []
+        self.unreadable: list[str] = []
+        self.wrong: list[str] = []
+
+    def raise_if_any(self, folder) -> None:
+        if self.rejected:
+            raise PipelineError(f"{len(self.rejected)} image(s) in {folder} have a pixel format that cannot be "
+                                f"converted safely to 8-bit RGB, e.g. {self.rejected[:5]}; save them as 8-bit RGB PNG "
+                                "or JPEG (one frame each).")
+        if self.unreadable:
+            raise PipelineError(f"{len(self.unreadable)} file(s) in {folder} cannot be read as images, e.g. "
+                                f"{self.unreadable[:5]}; replace or remove them.")
+        if self.wrong:
+            raise PipelineError(f"{len(self.wrong)} image(s) are not 96x96 RGB patches, e.g. {self.wrong[:5]}; "
+                                "PCam-style patches are 96x96 px. Crop or resize them before ingest.")
+
+
+def decode_images(paths: list[str], problems: ImageProblems, conversions: dict | None = None, bar=None) -> np.ndarray:
+    """One block of images as 96x96 RGB uint8 (histaug.images.read_rgb); images that fail are noted
+    in `problems` (their rows stay zero) and `conversions` gets {conversion note: [ids]}."""
+    out = np.zeros((len(paths),) + PATCH_SHAPE, dtype=np.uint8)
+    for i, p in enumerate(paths):
+        if bar is not None:
+            bar.update(1)
+        try:
+            arr, note = read_rgb(p)
+        except UnsupportedImage as exc:
+            problems.rejected.append(f"{Path(p).stem} ({exc.mode}: {exc.reason})")
+            continue
+        except Exception as exc:
+            problems.unreadable.append(f"{Path(p).name} ({exc})")
+            continue
+        if note and conversions is not None:
+            conversions.setdefault(note, []).append(Path(p).stem)
+        if arr.shape != PATCH_SHAPE:
+            problems.wrong.append(f"{Path(p).name} {arr.shape[1]}x{arr.shape[0]}")
+            continue
+        out[i] = arr
+    return out
+
+
 def load_folder_images(paths: list[str], desc: str = "read images", conversions: dict | None = None) -> np.ndarray:
     """Read images as 96x96 RGB uint8 (histaug.images.read_rgb), checking each is 96x96.
 
     Unsupported modes, unreadable files and wrong sizes are collected and reported in one error
     listing the first offending files. `conversions`, when given, is filled with
     {conversion note: [ids]} for every image whose pixels were converted (16-bit, alpha, CMYK, ...).
+    Holds every image in memory: ingest decodes folders block by block (write_folder_splits).
     """
-    out = np.empty((len(paths),) + PATCH_SHAPE, dtype=np.uint8)
-    wrong, rejected, unreadable = [], [], []
-    for i, p in enumerate(progress(paths, desc=desc, unit="img")):
-        try:
-            arr, note = read_rgb(p)
-        except UnsupportedImage as exc:
-            rejected.append(f"{Path(p).stem} ({exc.mode}: {exc.reason})")
-            continue
-        except Exception as exc:
-            unreadable.append(f"{Path(p).name} ({exc})")
-            continue
-        if note and conversions is not None:
-            conversions.setdefault(note, []).append(Path(p).stem)
-        if arr.shape != PATCH_SHAPE:
-            wrong.append(f"{Path(p).name} {arr.shape[1]}x{arr.shape[0]}")
-            continue
-        out[i] = arr
-    if rejected:
-        raise PipelineError(f"{len(rejected)} image(s) in {Path(paths[0]).parent} have a pixel format that cannot be "
-                            f"converted safely to 8-bit RGB, e.g. {rejected[:5]}; save them as 8-bit RGB PNG or JPEG "
-                            "(one frame each).")
-    if unreadable:
-        raise PipelineError(f"{len(unreadable)} file(s) in {Path(paths[0]).parent} cannot be read as images, e.g. "
-                            f"{unreadable[:5]}; replace or remove them.")
-    if wrong:
-        raise PipelineError(f"{len(wrong)} image(s) are not 96x96 RGB patches, e.g. {wrong[:5]}; PCam-style patches are "
-                            "96x96 px. Crop or resize them before ingest.")
+    problems = ImageProblems()
+    bar = progress(total=len(paths), desc=desc, unit="img")
+    out = decode_images(paths, problems, conversions, bar)
+    bar.close()
+    problems.raise_if_any(Path(paths[0]).parent if paths else "the image list")
     return out
+
+
+def write_folder_splits(table: pd.DataFrame, parts: dict, out_dir: Path, chunk: int = CHUNK,
+                        conversions: dict | None = None, desc: str = "read images") -> None:
+    """Decode the folder's images `chunk` at a time, in table order, into the split files.
+
+    `parts` maps split -> sorted table rows, so the rows of one block that go to one split fill
+    consecutive positions of its file. Problems of every image are collected first; with any,
+    nothing is written and one error lists them.
+    """
+    n = len(table)
+    split_of, pos_of = np.full(n, -1, np.int64), np.zeros(n, np.int64)
+    for k, split in enumerate(SPLITS):
+        split_of[parts[split]] = k
+        pos_of[parts[split]] = np.arange(len(parts[split]))
+    paths, labels, ids = table["path"].tolist(), table["label"].to_numpy(), table["id"].to_numpy()
+    problems = ImageProblems()
+    bar = progress(total=n, desc=desc, unit="img")
+    files = {s: out_dir / f"{s}.h5" for s in SPLITS}
+    with split_writers(files, {s: labels[parts[s]] for s in SPLITS}, {s: ids[parts[s]] for s in SPLITS}) as xs:
+        for start in range(0, n, chunk):
+            block = decode_images(paths[start:start + chunk], problems, conversions, bar)
+            where = split_of[start:start + len(block)]
+            for k, split in enumerate(SPLITS):
+                sel = np.flatnonzero(where == k)
+                if len(sel):
+                    pos = pos_of[start + sel]
+                    xs[split][pos[0]:pos[-1] + 1] = block[sel]
+        bar.close()
+        problems.raise_if_any(Path(paths[0]).parent if paths else out_dir)
 
 
 # --------------------------------------------------------------------------- splitting
@@ -441,117 +404,50 @@ def stratified_subset(labels: np.ndarray, fraction: float | None, count: int | N
     return np.sort(np.concatenate(chosen))
 
 
+def write_train_subset(labels_csv, subset_cfg: dict, out_csv, log=None) -> pd.DataFrame:
+    """Rule subset: the seeded, stratified part of the training split (index, id, label) -> out_csv.
+    Reads only the four columns it needs of labels.csv."""
+    table = pd.read_csv(labels_csv, usecols=["split", "index", "id", "label"], dtype={"id": str})
+    train = table[table["split"] == "train"].sort_values("index")
+    rows = stratified_subset(train["label"].to_numpy(), subset_cfg.get("fraction"), subset_cfg.get("count"),
+                             int(subset_cfg["seed"]), min_per_class=int(subset_cfg.get("min_per_class", 1)),
+                             ids=train["id"].tolist())
+    chosen = train.iloc[rows][["index", "id", "label"]]
+    write_csv(chosen, out_csv)
+    if log:
+        log.info("subset: %d of %d training images, per class %s", len(chosen), len(train),
+                 chosen["label"].value_counts().sort_index().to_dict())
+    return chosen
+
+
 # --------------------------------------------------------------------------- canonical output
 
 
-def _write_split(path: Path, x_source, rows: np.ndarray, y: np.ndarray, ids: list[str], desc: str, chunk: int = 4096) -> None:
-    """Stream rows of an array-like (h5py dataset or numpy) into a canonical split file."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            n = len(rows)
-            dx = f.create_dataset("x", shape=(n,) + PATCH_SHAPE, dtype=np.uint8,
-                                  chunks=(min(max(n, 1), 256),) + PATCH_SHAPE if n else None)
-            for start in progress(range(0, n, chunk), desc=desc, unit="chunk"):
-                sel = rows[start:start + chunk]
-                if isinstance(x_source, np.ndarray):
-                    dx[start:start + len(sel)] = x_source[sel]
-                else:  # h5py needs increasing indices; PCam rows are contiguous or sorted
-                    dx[start:start + len(sel)] = x_source[np.sort(sel)] if not np.all(np.diff(sel) > 0) else x_source[sel]
-            f.create_dataset("y", data=np.asarray(y, np.int64))
-            f.create_dataset("id", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
-
-
-def ingest(data_cfg: dict, out_dir: str | os.PathLike, log=None) -> pd.DataFrame:
+def ingest(data_cfg: dict, out_dir: str | os.PathLike, log=None, chunk: int = CHUNK, threads: int = 1) -> pd.DataFrame:
     """Write results_dir/data/{split}.h5 and source_labels.csv from the configured source.
 
     data_cfg keys: data_dir (None = PCam in pcam_dir), pcam_dir, pcam.sample, split.{fractions,seed},
     labels.{source,classes} (optional; default: the data's own labels, K = largest label + 1).
+    Memory stays bounded: whole PCam splits are linked, not copied (histaug.splitfiles.link_split);
+    samples and folder images go through `chunk` images at a time. `threads` files are checksummed
+    at once.
     """
     out_dir = Path(out_dir)
     data_dir = data_cfg.get("data_dir")
     source_dir = Path(data_dir) if data_dir else Path(data_cfg["pcam_dir"])
     fmt = detect_format(source_dir) if data_dir else "pcam"
-    split_cfg = data_cfg["split"]
-    labels_cfg = data_cfg.get("labels") or {}
-    classes = labels_cfg.get("classes")
-    fractions = split_cfg["fractions"]
-    n_parts = sum(1 for f in fractions.values() if float(f) > 0)
-    rows_out = []
     conversions: dict[str, list[str]] = {}
     if data_dir and fmt == "pcam":
         check_inside(source_dir, [source_dir / pcam_filename(s, k) for s in SPLITS for k in "xy"])
-
+    sample = (data_cfg.get("pcam") or {}).get("sample")
     if fmt == "folder":
-        table = scan_folder(source_dir)
-        labels, ids = table["label"].to_numpy(), table["id"].tolist()
-        k = check_label_values(labels, ids, classes, str(source_dir / "labels.csv"))
-        if uses_data_labels(labels_cfg, labels):
-            check_classes_splittable(labels, ids, k, fractions, classes, str(source_dir / "labels.csv"))
-        parts = stratified_split(labels, fractions, split_cfg["seed"])
-        x_all = load_folder_images(table["path"].tolist(), desc=f"read {source_dir.name}", conversions=conversions)
-        for split in SPLITS:
-            idx = parts[split]
-            sub = table.iloc[idx]
-            _write_split(out_dir / f"{split}.h5", x_all, idx, sub["label"].to_numpy(), sub["id"].tolist(), f"write {split}")
-            rows_out.append(pd.DataFrame({"split": split, "index": np.arange(len(idx)), "id": sub["id"].to_numpy(),
-                                          "source_label": sub["label"].to_numpy()}))
-        source = f"Kaggle-layout folder {source_dir}"
+        rows_out, source = _ingest_folder(data_cfg, source_dir, out_dir, chunk, conversions)
+    elif sample:
+        _verify_pcam(source_dir, [sample["split"]], threads, log)
+        rows_out, source = _ingest_pcam_sample(data_cfg, source_dir, out_dir, chunk)
     else:
-        sample = (data_cfg.get("pcam") or {}).get("sample")
-        if sample:
-            x_ds, y, fx = open_pcam_split(source_dir, sample["split"])
-            try:
-                where = str(source_dir / pcam_filename(sample["split"], "y"))
-                pool_ids = [f"pcam_{sample['split']}_{i}" for i in range(len(y))]
-                k = check_label_values(y, pool_ids, classes, where)
-                used = uses_data_labels(labels_cfg, y)
-                n = int(sample["n"])
-                if n > len(y):
-                    raise PipelineError(f"config pcam.sample.n={n}: the PCam {sample['split']} split has only {len(y)} "
-                                        "images; lower pcam.sample.n")
-                if used:
-                    check_classes_splittable(y, pool_ids, k, fractions, classes, where)
-                    if n < k * n_parts:
-                        raise PipelineError(f"config pcam.sample.n={n}: {k} classes x {n_parts} splits need at least "
-                                            f"{k * n_parts} images (one per class in every split); raise pcam.sample.n")
-                picked = stratified_subset(y, None, n, int(sample.get("seed", 0)),
-                                           min_per_class=n_parts if used else 0, ids=pool_ids)
-                x_mem = x_ds[picked]  # increasing indices, one read
-                y_mem = y[picked]
-                ids = [f"pcam_{sample['split']}_{i}" for i in picked]
-            finally:
-                fx.close()
-            parts = stratified_split(y_mem, fractions, split_cfg["seed"])
-            for split in SPLITS:
-                idx = parts[split]
-                _write_split(out_dir / f"{split}.h5", x_mem, idx, y_mem[idx], [ids[i] for i in idx], f"write {split}")
-                rows_out.append(pd.DataFrame({"split": split, "index": np.arange(len(idx)),
-                                              "id": [ids[i] for i in idx], "source_label": y_mem[idx]}))
-            source = f"PCam {sample['split']} split, stratified sample of {sample['n']} (seed {sample.get('seed', 0)})"
-        else:
-            ys = {}
-            for split in SPLITS:  # labels first: check them all before writing anything
-                _, ys[split], fx = open_pcam_split(source_dir, split)
-                fx.close()
-            k = None
-            if classes is None:  # K from the largest label over all splits
-                k = int(max((y.max() for y in ys.values() if len(y)), default=-1)) + 1
-            for split, y in ys.items():
-                where = str(source_dir / pcam_filename(split, "y"))
-                check_label_values(y, [f"pcam_{split}_{i}" for i in range(len(y))], classes if k is None else k, where)
-            k = k if k is not None else declared_classes(classes)[0]
-            if uses_data_labels(labels_cfg, ys["train"]):
-                check_classes_present(ys["train"], k, classes, str(source_dir / pcam_filename("train", "y")))
-            for split in SPLITS:
-                x_ds, y, fx = open_pcam_split(source_dir, split)
-                try:
-                    rows = np.arange(len(y))
-                    ids = [f"pcam_{split}_{i}" for i in rows]
-                    _write_split(out_dir / f"{split}.h5", x_ds, rows, y, ids, f"copy PCam {split}")
-                finally:
-                    fx.close()
-                rows_out.append(pd.DataFrame({"split": split, "index": rows, "id": ids, "source_label": y}))
-            source = f"PCam HDF5 files in {source_dir}"
+        _verify_pcam(source_dir, SPLITS, threads, log)
+        rows_out, source = _ingest_pcam_splits(data_cfg, source_dir, out_dir)
     table = pd.concat(rows_out, ignore_index=True)
     for split in SPLITS:
         if (table["split"] == split).sum() == 0:
@@ -563,3 +459,92 @@ def ingest(data_cfg: dict, out_dir: str | os.PathLike, log=None) -> pd.DataFrame
         counts = table.groupby(["split", "source_label"]).size().to_dict()
         log.info("ingested %s: %s", source, counts)
     return table
+
+
+def _verify_pcam(source_dir: Path, splits, threads: int, log) -> None:
+    """MD5 of the PCam files that carry a download record (histaug.pcam.verify_checksums)."""
+    files = [source_dir / pcam_filename(s, k) for s in splits for k in "xy"]
+    verify_checksums([p for p in files if p.exists()], threads=threads, log=log)
+
+
+def _ingest_folder(data_cfg: dict, source_dir: Path, out_dir: Path, chunk: int, conversions: dict):
+    split_cfg, labels_cfg = data_cfg["split"], data_cfg.get("labels") or {}
+    classes, fractions = labels_cfg.get("classes"), split_cfg["fractions"]
+    table = scan_folder(source_dir)
+    labels, ids = table["label"].to_numpy(), table["id"].tolist()
+    k = check_label_values(labels, ids, classes, str(source_dir / "labels.csv"))
+    if uses_data_labels(labels_cfg, labels):
+        check_classes_splittable(labels, ids, k, fractions, classes, str(source_dir / "labels.csv"))
+    parts = stratified_split(labels, fractions, split_cfg["seed"])
+    write_folder_splits(table, parts, out_dir, chunk, conversions, desc=f"read {source_dir.name}")
+    rows_out = []
+    for split in SPLITS:
+        sub = table.iloc[parts[split]]
+        rows_out.append(pd.DataFrame({"split": split, "index": np.arange(len(sub)), "id": sub["id"].to_numpy(),
+                                      "source_label": sub["label"].to_numpy()}))
+    return rows_out, f"Kaggle-layout folder {source_dir}"
+
+
+def _ingest_pcam_sample(data_cfg: dict, source_dir: Path, out_dir: Path, chunk: int):
+    """A seeded, stratified sample of one PCam split, split here and copied `chunk` images at a time."""
+    sample, split_cfg, labels_cfg = data_cfg["pcam"]["sample"], data_cfg["split"], data_cfg.get("labels") or {}
+    classes, fractions = labels_cfg.get("classes"), split_cfg["fractions"]
+    n_parts = sum(1 for f in fractions.values() if float(f) > 0)
+    name = sample["split"]
+    x_ds, y, fx = open_pcam_split(source_dir, name)
+    rows_out = []
+    try:
+        where = str(source_dir / pcam_filename(name, "y"))
+        pool_ids = [f"pcam_{name}_{i}" for i in range(len(y))]
+        k = check_label_values(y, pool_ids, classes, where)
+        used = uses_data_labels(labels_cfg, y)
+        n = int(sample["n"])
+        if n > len(y):
+            raise PipelineError(f"config pcam.sample.n={n}: the PCam {name} split has only {len(y)} "
+                                "images; lower pcam.sample.n")
+        if used:
+            check_classes_splittable(y, pool_ids, k, fractions, classes, where)
+            if n < k * n_parts:
+                raise PipelineError(f"config pcam.sample.n={n}: {k} classes x {n_parts} splits need at least "
+                                    f"{k * n_parts} images (one per class in every split); raise pcam.sample.n")
+        picked = stratified_subset(y, None, n, int(sample.get("seed", 0)),
+                                   min_per_class=n_parts if used else 0, ids=pool_ids)
+        y_mem = y[picked]
+        ids = np.array([f"pcam_{name}_{i}" for i in picked], dtype=object)
+        parts = stratified_split(y_mem, fractions, split_cfg["seed"])
+        bar = progress(total=len(picked), desc=f"copy PCam {name} sample", unit="img")
+        for split in SPLITS:
+            idx = parts[split]
+            copy_rows(out_dir / f"{split}.h5", x_ds, picked[idx], y_mem[idx], ids[idx], chunk=chunk, bar=bar)
+            rows_out.append(pd.DataFrame({"split": split, "index": np.arange(len(idx)), "id": ids[idx],
+                                          "source_label": y_mem[idx]}))
+        bar.close()
+    finally:
+        fx.close()
+    return rows_out, f"PCam {name} split, stratified sample of {sample['n']} (seed {sample.get('seed', 0)})"
+
+
+def _ingest_pcam_splits(data_cfg: dict, source_dir: Path, out_dir: Path):
+    """PCam's own three splits: labels checked, pixels linked (external links to the source x files)."""
+    labels_cfg = data_cfg.get("labels") or {}
+    classes = labels_cfg.get("classes")
+    ys = {}
+    for split in SPLITS:  # labels first: check them all before writing anything
+        _, ys[split], fx = open_pcam_split(source_dir, split)
+        fx.close()
+    k = None
+    if classes is None:  # K from the largest label over all splits
+        k = int(max((y.max() for y in ys.values() if len(y)), default=-1)) + 1
+    for split, y in ys.items():
+        where = str(source_dir / pcam_filename(split, "y"))
+        check_label_values(y, [f"pcam_{split}_{i}" for i in range(len(y))], classes if k is None else k, where)
+    k = k if k is not None else declared_classes(classes)[0]
+    if uses_data_labels(labels_cfg, ys["train"]):
+        check_classes_present(ys["train"], k, classes, str(source_dir / pcam_filename("train", "y")))
+    rows_out = []
+    for split, y in ys.items():
+        rows = np.arange(len(y))
+        ids = np.array([f"pcam_{split}_{i}" for i in rows], dtype=object)
+        link_split(out_dir / f"{split}.h5", source_dir / pcam_filename(split, "x"), y, ids)
+        rows_out.append(pd.DataFrame({"split": split, "index": rows, "id": ids, "source_label": y}))
+    return rows_out, f"PCam HDF5 files in {source_dir} (linked, not copied)"

@@ -112,6 +112,9 @@ def gains_sentences(gains: pd.DataFrame, row_label: Callable[[str, str], str], d
     if n_seeds < 3:
         text += (f" With {n_seeds} seeds the t-interval has {max(n_seeds - 1, 0)} degree(s) of freedom and is very wide; "
                  "the paper configuration's five seeds are needed for a useful answer.")
+        if ((gains["ci_high"] - gains["ci_low"]).abs() < 1e-12).any():
+            text += (" An interval of zero width means every seed gave the same difference (accuracy moves in steps "
+                     "of one test image); it says nothing about the spread.")
     return text
 
 

@@ -5,6 +5,8 @@ Layout of every image file the pipeline writes:
   y : int64 (N,)           class label (the label the file was made for; for splits it is the
                            *source* label, the label used downstream is in data/labels.csv)
   optional extra 1-d datasets of length N (e.g. `confidence`, `index`).
+In the split files of a whole PCam split, x is an HDF5 external link to the source file (read
+through transparently; histaug.splitfiles).
 """
 from __future__ import annotations
 
@@ -38,6 +40,24 @@ def write_images(path: str | os.PathLike, x: np.ndarray, y: np.ndarray, attrs: d
                 f.attrs[k] = v
 
 
+def take_rows(dataset, rows: np.ndarray, block: int | None = None) -> np.ndarray:
+    """``dataset[rows]`` for sorted, unique ``rows``, read as contiguous slabs of ``block`` rows (the dataset's
+    chunk height by default) and picked in memory: h5py's point selection costs about a millisecond per row,
+    a slab read costs what its bytes cost, and at most one slab is held beyond the result."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows),) + dataset.shape[1:], dtype=dataset.dtype)
+    if not len(rows):
+        return out
+    block = int(block or (dataset.chunks[0] if dataset.chunks else 1024))
+    starts = rows // block
+    for b in np.unique(starts):
+        pick = np.flatnonzero(starts == b)
+        lo = int(b) * block
+        slab = dataset[lo: min(lo + block, int(rows[pick[-1]]) + 1)]
+        out[pick] = slab[rows[pick] - lo]
+    return out
+
+
 def read_images(path: str | os.PathLike, indices=None, with_extra: bool = False):
     """Return (x, y) or (x, y, extra) from a pipeline image file; `indices` selects rows."""
     path = Path(path)
@@ -46,6 +66,7 @@ def read_images(path: str | os.PathLike, indices=None, with_extra: bool = False)
     with h5py.File(path, "r") as f:
         if "x" not in f or "y" not in f:
             raise PipelineError(f"{path}: expected datasets 'x' and 'y', found {list(f.keys())}")
+        check_linked_source(f, path)
         if indices is None:
             x = f["x"][()]
             y = f["y"][()]
@@ -57,12 +78,22 @@ def read_images(path: str | os.PathLike, indices=None, with_extra: bool = False)
             inv = np.empty_like(order)
             inv[order] = np.arange(len(order))
             uniq, first = np.unique(sorted_idx, return_inverse=True)
-            x = f["x"][uniq][first][inv] if len(uniq) else np.zeros((0,) + f["x"].shape[1:], np.uint8)
-            y = f["y"][uniq][first][inv] if len(uniq) else np.zeros((0,), np.int64)
-            extra = {k: f[k][uniq][first][inv] for k in f.keys() if k not in ("x", "y")} if with_extra else None
+            x = take_rows(f["x"], uniq)[first][inv]
+            y = take_rows(f["y"], uniq)[first][inv]
+            extra = {k: take_rows(f[k], uniq)[first][inv] for k in f.keys() if k not in ("x", "y")} if with_extra else None
     if with_extra:
         return x, y.astype(np.int64), extra
     return x, y.astype(np.int64)
+
+
+def check_linked_source(f: h5py.File, path) -> None:
+    """A split file's x may be an external link to a source file (PCam's splits are linked, not
+    copied); stop with a clear message when that source is gone."""
+    link = f.get("x", getlink=True)
+    if isinstance(link, h5py.ExternalLink) and not Path(link.filename).is_file():
+        raise PipelineError(f"{path}: its images are read from {link.filename} (dataset {link.path!r}), which no longer "
+                            "exists. Put the PCam source files back where they were, or rerun the ingest rule "
+                            "(delete the results_dir/data folder) to link the files where they are now.")
 
 
 def read_labels(path: str | os.PathLike) -> np.ndarray:

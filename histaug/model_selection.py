@@ -142,7 +142,8 @@ def is_better(value: float, best: float | None) -> bool:
     return math.isfinite(value) and (not math.isfinite(best) or value < best)
 
 
-def inception_feature_fn(status: dict, gen_name: str, device="auto", channels_last: bool = False) -> InceptionFeatures:
+def inception_feature_fn(status: dict, gen_name: str, device="auto", channels_last: bool = False,
+                         precision: str = "fp32") -> InceptionFeatures:
     """The FID Inception extractor from the status the rule ``inception_weights`` wrote.
 
     Raises a PipelineError naming ``generators.<gen_name>.model_selection`` and the fix when the
@@ -154,4 +155,4 @@ def inception_feature_fn(status: dict, gen_name: str, device="auto", channels_la
         f"or set generators.{gen_name}.{KEY}: null to keep the last training step"
     )
     return inception_from_status(status, f"generators.{gen_name}.{KEY} (the best step by FID)", fix, device,
-                                 channels_last)
+                                 channels_last, precision)

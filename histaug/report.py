@@ -246,6 +246,10 @@ def _gains_and_synthetic(downstream: pd.DataFrame, summary: pd.DataFrame, names:
 
     augmented = downstream[~downstream["kind"].isin(["synthetic"])]
     gains = paired_gains(augmented)
+    if len(gains) and {"arch", "variant"} <= set(summary.columns):  # the downstream table's row order
+        rank = {key: i for i, key in enumerate(zip(summary["arch"], summary["variant"]))}
+        order = [rank.get(key, len(rank)) for key in zip(gains["arch"], gains["trainset"])]
+        gains = gains.assign(_rank=order).sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
     write_table(gains, record("tables/augmentation_gain.csv"), prov)
     md = gains_markdown(gains, label, digits) if len(gains) else "_No augmented training sets in this run._\n"
     write_stamped(md, record("tables/augmentation_gain.md"), prov)

@@ -309,12 +309,13 @@ def collect_generation(files: Iterable[str | Path], generator_order: Sequence[st
             "lambda": _clean(rec.get("lambda")),
             "tau": _clean(rec.get("tau")),
             "real_split": rec.get("real_split"),
+            "inception_precision": rec.get("inception_precision") or "fp32",
             "feature_space": rec.get("feature_space"),
         })
     columns = ["generator", "family", "FID", "KID", "feature_FID", "feature_KID", "n_generated", "n_selected",
                "selection_rate", "checkpoint", "selector", "inception_status", "fid", "kid_mean", "kid_std", "feature_fid",
                "feature_kid_mean", "feature_kid_std", *(f"head_{m}" for m in METRICS), "n_real", "n_fid", "fid_inf",
-               "lambda", "tau", "real_split",
+               "lambda", "tau", "real_split", "inception_precision",
                "feature_space"]
     df = pd.DataFrame.from_records(records, columns=columns)
     if generator_order:
@@ -338,7 +339,12 @@ def generation_to_markdown(generation: pd.DataFrame) -> str:
     small = any(math.isfinite(n) and n < UNBIASED_N for n in sizes)
     with_inf = bool(np.isfinite(generation["fid_inf"].astype(float)).any())
     fid_head = f"FID ↓ (biased: N < {UNBIASED_N})" if small else "FID ↓"
-    quality = ["KID ↓", fid_head] if small else ["FID ↓", "KID ↓"]
+    reduced = sorted({str(p) for p in generation.get("inception_precision", pd.Series(dtype=str)).dropna()} - {"fp32"})
+    kid_head = "KID ↓"
+    if reduced:  # a speed switch: say so where the numbers are read, not only in the config
+        note = f" [{'/'.join(reduced)} Inception]"
+        fid_head, kid_head = fid_head + note, kid_head + note
+    quality = [kid_head, fid_head] if small else [fid_head, kid_head]
     headers = ["Generator", "Family", *quality, *(["FID∞ ↓"] if with_inf else []), "N real / generated",
                "Feature FID ↓", "Feature KID ↓", "Generated", "Selected", "Selection rate", "Selector", "Checkpoint step"]
     align = ["---", "---", "---:", "---:", *(["---:"] if with_inf else []), "---:", "---:", "---:", "---:", "---:",

@@ -177,11 +177,25 @@ def autocast(device, precision: str = "fp32"):
 
 
 def set_threads(n: int | None) -> None:
-    """Limit torch's intra-op threads (Snakemake's `threads:`) so parallel jobs do not oversubscribe."""
-    import torch
+    """Limit intra-op threads to Snakemake's `threads:` so parallel jobs do not oversubscribe.
 
-    if n:
-        torch.set_num_threads(int(n))
+    torch is limited directly when the job has imported it; otherwise it is not imported here (a rule
+    without networks should not pay for it), and the OpenMP/MKL variables make a later import of torch
+    start with ``n`` threads. Numerical libraries already loaded (NumPy's BLAS) are limited too.
+    """
+    if not n:
+        return
+    n = int(n)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a declared dependency; without it only torch and later imports are limited
+        return
+    threadpool_limits(limits=n)
 
 
 # --------------------------------------------------------------------------- files

@@ -666,7 +666,7 @@ def build_attributegan(gen_cfg: dict, condition: Condition | dict,
             AttributeGANObjective(condition, settings))
 
 
-@register_family("attributegan", trainer="adversarial", conditions=("attributes",))
+@register_family("attributegan")
 def attributegan_family(gen_cfg: dict, condition: Condition, name: str = "<name>") -> GANParts:
     """Family ``attributegan`` ([A]); keys and defaults in the module docstring; no DiffAug."""
     generator, discriminator, objective = build_attributegan(gen_cfg, condition, name)

@@ -465,7 +465,7 @@ def resolve_config(gen_cfg: dict, name: str = "<name>") -> dict[str, Any]:
     return cfg
 
 
-@register_family("biggan", trainer="adversarial", conditions=("class",))
+@register_family("biggan")
 def build_biggan(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GANParts:
     """BigGAN generator, projection discriminator and hinge + orthogonal-regularisation objective."""
     cfg = resolve_config(gen_cfg, name)

@@ -151,7 +151,7 @@ class ProjectionDiscriminator(nn.Module):
         return {"source": source, "class_logits": None}
 
 
-@register_family("cgan", trainer="adversarial", conditions=("class", "attributes"))
+@register_family("cgan")
 def build_cgan(gen_cfg: dict, condition: Condition, name: str = "<name>") -> GANParts:
     image_size = require(gen_cfg, "image_size", name, int)
     spatial_plan(image_size, name)

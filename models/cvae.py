@@ -102,7 +102,7 @@ class ConditionalVAE(nn.Module):
         return self.decode(self.reparameterize(mu, logvar), labels), mu, logvar
 
 
-@register_family("cvae", trainer="vae", conditions=("class", "attributes"))
+@register_family("cvae")
 def build_cvae(gen_cfg: dict, condition: Condition, name: str = "<name>") -> GANParts:
     image_size = require(gen_cfg, "image_size", name, int, minimum=8)
     latent_dim = require(gen_cfg, "latent_dim", name, int, minimum=1)

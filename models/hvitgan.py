@@ -877,7 +877,7 @@ def _vit_gan_parts(build, gen_cfg: dict, num_classes: int, name: str, default_we
     )
 
 
-@register_family("hvitgan", trainer="adversarial", class_head=True)
+@register_family("hvitgan")
 def hvitgan_family(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GANParts:
     """Family ``hvitgan``: the HViTGAN generator and discriminator, trained by the adversarial loop.
 
@@ -891,7 +891,7 @@ def hvitgan_family(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GAN
     return _vit_gan_parts(build_hvitgan, gen_cfg, num_classes, name, default_weighing="hvitgan")
 
 
-@register_family("medvitgan", trainer="adversarial", class_head=True)
+@register_family("medvitgan")
 def medvitgan_family(gen_cfg: dict, num_classes: int, name: str = "<name>") -> GANParts:
     """Family ``medvitgan``: the MedViTGAN baseline of [H] Table 1.
 

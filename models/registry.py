@@ -20,7 +20,9 @@ Adding a family (HViTGAN, MedViTGAN, AttributeGAN, ...) means writing a module w
     def build_hvitgan(gen_cfg, num_classes, name):
         return GANParts(generator=..., discriminator=..., objective=MyLossHooks(...), augment=DiffAug(...))
 
-and importing it from ``models/__init__.py``. No training code changes.
+and declaring it (module, trainer, class head, conditions) in ``models/families.py``, the torch-free
+table the workflow reads at parse time; the module is imported when the family is first built. No
+training code changes.
 
 Interface every family keeps:
 
@@ -29,13 +31,14 @@ Interface every family keeps:
   (B,) long tensor of classes, or for an attribute condition a (B, A) long tensor of levels.
 * discriminator: ``forward(x, labels) -> {"source": (B,) raw score, "class_logits": (B, K) or None}``.
 
-Conditions (:mod:`models.conditioning`): a family declares the condition kinds it supports,
-``conditions=("class",)`` by default; a family that also takes ``"attributes"`` (a vector of
+Conditions (:mod:`models.conditioning`): a family declares the condition kinds it supports
+(``models/families.py``, ``("class",)`` by default); a family that also takes ``"attributes"`` (a vector of
 attribute levels) receives the :class:`~models.conditioning.Condition` itself as its second
 argument, a class-only family receives the number of classes K (an int).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -43,10 +46,10 @@ from torch import nn
 
 from histaug.utils import PipelineError
 
-from .conditioning import KINDS as CONDITION_KINDS
+from . import families
 from .conditioning import Condition, as_condition
+from .families import FamilyInfo, available_families
 
-TRAINERS = ("adversarial", "vae")
 GENERATOR_ATTRIBUTES = ("latent_dim", "num_classes", "image_size")
 
 
@@ -77,63 +80,60 @@ class GANParts:
 
 @dataclass(frozen=True)
 class FamilySpec:
-    name: str
+    """A family's metadata (:class:`models.families.FamilyInfo`) and its builder."""
+
+    info: FamilyInfo
     builder: Callable[[dict, Any, str], GANParts]
-    trainer: str
-    class_head: bool = False
-    conditions: tuple[str, ...] = ("class",)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def trainer(self) -> str:
+        return self.info.trainer
+
+    @property
+    def class_head(self) -> bool:
+        return self.info.class_head
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        return self.info.conditions
 
 
-_FAMILIES: dict[str, FamilySpec] = {}
+_BUILDERS: dict[str, Callable[[dict, Any, str], GANParts]] = {}
 
 
-def register_family(name: str, trainer: str = "adversarial", class_head: bool = False,
-                    conditions: tuple[str, ...] = ("class",)):
+def register_family(name: str, trainer: str | None = None, class_head: bool | None = None,
+                    conditions: tuple[str, ...] | None = None):
     """Decorator registering ``builder(gen_cfg, condition, name) -> GANParts`` as family ``name``.
 
-    ``trainer`` names the training loop: ``"adversarial"`` or ``"vae"``. ``class_head`` declares
-    that the family's discriminator returns class logits, so its head can select generated images
-    (``selection.selector: head``) and serve as a downstream classifier (``downstream.head_classifiers``).
-    ``conditions`` lists the condition kinds the family supports (``"class"``, ``"attributes"``).
+    A built-in family's trainer, class head and conditions come from :mod:`models.families`, so its
+    module registers with the name alone. A family from elsewhere (a plugin, a test) gives them here:
+    ``trainer`` names the training loop (``"adversarial"`` or ``"vae"``), ``class_head`` declares that
+    the discriminator returns class logits, ``conditions`` lists the condition kinds it supports.
     """
-    if trainer not in TRAINERS:
-        raise ValueError(f"family {name!r}: trainer must be one of {TRAINERS}, got {trainer!r}")
-    unknown = sorted(set(conditions) - set(CONDITION_KINDS))
-    if unknown or not conditions:
-        raise ValueError(f"family {name!r}: conditions must be a non-empty subset of {CONDITION_KINDS}, got {conditions}")
+    families.declare_family(name, trainer=trainer, class_head=class_head, conditions=conditions)
 
     def decorate(builder):
-        if name in _FAMILIES and _FAMILIES[name].builder is not builder:
+        if _BUILDERS.get(name, builder) is not builder:
             raise ValueError(f"generator family {name!r} is registered twice")
-        _FAMILIES[name] = FamilySpec(name=name, builder=builder, trainer=trainer, class_head=class_head,
-                                     conditions=tuple(conditions))
+        _BUILDERS[name] = builder
         return builder
 
     return decorate
 
 
-def available_families() -> list[str]:
-    return sorted(_FAMILIES)
-
-
-def family_conditions(family: str) -> tuple[str, ...]:
-    """The condition kinds family ``family`` supports."""
-    return get_family(family).conditions
-
-
-def families_with_class_head() -> list[str]:
-    """Families whose discriminator has a classification head."""
-    return sorted(n for n, spec in _FAMILIES.items() if spec.class_head)
-
-
 def get_family(family: str, gen_name: str = "<name>") -> FamilySpec:
-    try:
-        return _FAMILIES[family]
-    except KeyError:
-        raise PipelineError(
-            f"config key generators.{gen_name}.family={family!r}: unknown generator family; "
-            f"expected one of {available_families()}"
-        ) from None
+    """Metadata and builder of ``family``; a built-in family's module is imported on first use."""
+    info = families.family_info(family, gen_name)
+    if family not in _BUILDERS and info.module:
+        importlib.import_module(info.module)
+    if family not in _BUILDERS:
+        raise PipelineError(f"generator family {family!r} has no registered builder"
+                            + (f": {info.module} defines none named {family!r}" if info.module else ""))
+    return FamilySpec(info=info, builder=_BUILDERS[family])
 
 
 def require(gen_cfg: dict, key: str, gen_name: str, kind: type | tuple = (int, float), minimum: float | None = None):

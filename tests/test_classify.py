@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -331,3 +332,36 @@ def test_imbalanced_training_sets_get_class_balanced_batches(brightness_split, t
     train_classifier("resnet34", tx[keep], ty[keep], vx, vy, {**TINY_CFG, "epochs": 1, "sampler": "shuffle"}, COMPUTE_FP32,
                      seed=0, out_dir=tmp_path / "shuffle")
     assert sum(map(sum, seen)) == 4  # one pass: each image once
+
+
+def test_state_every_seconds_skips_state_writes_but_not_the_last_before_a_stop(brightness_split, tmp_path, monkeypatch):
+    """With a long state interval no epoch writes optimiser state, except the one a time-boxed call ends on, and
+    the resumed run ends with the same weights as the uninterrupted one."""
+    writes = []
+    real_save = classifier_training.save_state
+    monkeypatch.setattr(classifier_training, "save_state", lambda path, obj: (writes.append(Path(path).name), real_save(path, obj)))
+    data = _tiny(brightness_split)
+    cfg = {**TINY_CFG, "epochs": 3, "state_every_seconds": 3600}
+    train_classifier("resnet34", *data, cfg, COMPUTE_FP32, seed=0, out_dir=tmp_path / "a")
+    assert writes == ["model.pt"]
+    writes.clear()
+    train_classifier("resnet34", *data, {**cfg, "state_every_seconds": 0}, COMPUTE_FP32, seed=0, out_dir=tmp_path / "c")
+    assert writes == ["last.pt"] * 3 + ["model.pt"]
+    writes.clear()
+    first = train_classifier("resnet34", *data, cfg, COMPUTE_FP32, seed=0, out_dir=tmp_path / "b", stop_after=2)
+    assert not first["finished"] and writes == ["last.pt"]
+    second = train_classifier("resnet34", *data, cfg, COMPUTE_FP32, seed=0, out_dir=tmp_path / "b")
+    assert second["resumed_from_epoch"] == 2
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_arch_overrides_change_only_their_architecture(brightness_split, tmp_path):
+    data = _tiny(brightness_split)
+    cfg = {**TINY_CFG, "epochs": 1, "lr": 1e-3, "arch_overrides": {"resnet50_cbam": {"lr": 3e-3}}}
+    train_classifier("resnet34", *data, cfg, COMPUTE_FP32, seed=0, out_dir=tmp_path / "r34")
+    assert torch.load(tmp_path / "r34" / "model.pt", weights_only=True)["meta"]["lr"] == pytest.approx(1e-3)
+    cfg["arch_overrides"] = {"resnet34": {"lr": 3e-3}}
+    train_classifier("resnet34", *data, cfg, COMPUTE_FP32, seed=0, out_dir=tmp_path / "r34o")
+    assert torch.load(tmp_path / "r34o" / "model.pt", weights_only=True)["meta"]["lr"] == pytest.approx(3e-3)

@@ -97,3 +97,18 @@ def test_layered_files_merge_like_snakemake():
     # every generator of HViTGAN's Table 1 runs in the demo, the ablation inheriting the demo's ViT sizes
     assert {"medvitgan", "hvitgan", "hvitgan_nocp"} <= set(demo["run_generators"])
     assert demo["generators"]["hvitgan_nocp"]["image_size"] == 32 and not demo["generators"]["hvitgan_nocp"]["class_projection"]
+
+
+def test_synthetic_only_sets_run_on_synthetic_archs(paper):
+    """`downstream.synthetic_archs` limits the train-on-synthetic sets (the slides train one classifier); the sets
+    with real images still run on every architecture; an architecture outside `archs` is refused."""
+    ds = paper["downstream"]
+    ds.update(archs=["resnet34", "densenet169"], trainsets=["real", "real+cvae", "cvae", "hvitgan.selected"],
+              head_classifiers=None, synthetic_archs=["resnet34"])
+    assert downstream_runs(paper) == [("resnet34", "real"), ("resnet34", "real+cvae"), ("resnet34", "cvae"),
+                                      ("resnet34", "hvitgan.selected"), ("densenet169", "real"), ("densenet169", "real+cvae")]
+    ds["synthetic_archs"] = None
+    assert len(downstream_runs(paper)) == 8
+    ds["synthetic_archs"] = ["resnet50_cbam"]
+    with pytest.raises(PipelineError, match="synthetic_archs"):
+        validate_config(paper)

@@ -182,3 +182,19 @@ def test_auto_and_explicit_devices():
             get_device("cuda:1")
         with pytest.raises(PipelineError, match="compute.device='cuda'"):
             get_device({"device": "cuda"})
+
+
+def test_set_threads_limits_torch_without_importing_it():
+    """A rule without networks does not import torch to set its threads, yet a later import starts limited."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from histaug.utils import set_threads; set_threads(1); assert 'torch' not in sys.modules; "
+            "import torch; print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "1"
+    code = "import torch; from histaug.utils import set_threads; set_threads(1); print(torch.get_num_threads())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "2"})
+    assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr[-2000:]

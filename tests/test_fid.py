@@ -443,3 +443,31 @@ def test_fid_infinity_recovers_the_fid_of_two_gaussians():
     assert abs(inf["fid_inf"] - true) < 0.1 * (finite - true) and inf["slope"] > 0
     assert inf["n"][0] == 800 and inf["n"][-1] == 4000
     assert fid.fid_infinity(real[:600], fake[:600], min_n=500) is None
+
+
+def test_reduced_precision_inception_stays_close_and_is_labelled(built_weights, real_patches):
+    """bf16 Inception (a speed switch) gives features close to fp32 ones and an FID within a few percent; fp16
+    is refused on a CPU; the generation table's headers name a non-fp32 precision."""
+    x, ref = real_patches[:40], real_patches[100:140]
+    fp32 = fid.InceptionFeatures(built_weights[1], device="cpu")
+    bf16 = fid.InceptionFeatures(built_weights[1], device="cpu", precision="bf16")
+    a, b = fid.extract_features(fp32, x, 20), fid.extract_features(bf16, x, 20)
+    assert 0 < np.abs(a - b).max() < 0.1 * np.abs(a).max()
+    r32, r16 = fid.extract_features(fp32, ref, 20), fid.extract_features(bf16, ref, 20)
+    d32 = fid.frechet_distance(*fid.feature_statistics(a), *fid.feature_statistics(r32))
+    d16 = fid.frechet_distance(*fid.feature_statistics(b), *fid.feature_statistics(r16))
+    assert abs(d16 - d32) < 0.05 * d32
+    with pytest.raises(PipelineError, match="inception_precision"):
+        fid.InceptionFeatures(built_weights[1], device="cpu", precision="fp16")
+
+def test_generation_table_names_a_reduced_inception_precision(tmp_path):
+    from histaug.report_tables import collect_generation, generation_to_markdown
+
+    rec = {"generator": "g", "family": "cgan", "fid": 10.0, "kid_mean": 0.01, "kid_std": 0.001, "n_real": 50,
+           "n_fid": 50, "n_generated": 50, "inception_status": "ok"}
+    (tmp_path / "a.json").write_text(json.dumps(rec))
+    (tmp_path / "b.json").write_text(json.dumps({**rec, "inception_precision": "bf16"}))
+    plain = generation_to_markdown(collect_generation([tmp_path / "a.json"]))
+    assert "Inception]" not in plain and "KID ↓" in plain
+    marked = generation_to_markdown(collect_generation([tmp_path / "b.json"]))
+    assert "FID ↓ (biased: N < 2048) [bf16 Inception]" in marked and "KID ↓ [bf16 Inception]" in marked

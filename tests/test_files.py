@@ -72,3 +72,23 @@ def test_umask_without_proc_is_read_and_restored(monkeypatch, umask):
     monkeypatch.setattr(utils, "open", no_proc, raising=False)
     assert utils.current_umask() == umask
     assert os.umask(umask) == umask  # left as it was
+
+
+@pytest.mark.parametrize("block", [None, 1, 7, 10_000])
+def test_row_selection_reads_slabs_and_equals_numpy_indexing(tmp_path, block):
+    """Selected rows (unsorted, repeated) come back in the asked order, equal to indexing the whole array."""
+    import h5py
+
+    from histaug.io import take_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (300, 4, 4, 3), dtype=np.uint8)
+    y = rng.integers(0, 2, 300)
+    write_images(tmp_path / "a.h5", x, y)
+    rows = np.array([299, 3, 3, 0, 150, 151, 42])
+    rx, ry = read_images(tmp_path / "a.h5", indices=rows)
+    assert np.array_equal(rx, x[rows]) and np.array_equal(ry, y[rows])
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        sorted_rows = np.unique(rows)
+        assert np.array_equal(take_rows(f["x"], sorted_rows, block), x[sorted_rows])
+        assert take_rows(f["x"], sorted_rows[:0], block).shape == (0, 4, 4, 3)

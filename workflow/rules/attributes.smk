@@ -4,11 +4,6 @@
 
 if ATTR.get("source"):
 
-    def attribute_source_files(wildcards):
-        """The annotation file or the reports file the attribute levels are read from (none for pixels)."""
-        spec = ATTR.get(ATTR["source"]) or {}
-        return [spec["path"]] if ATTR["source"] in ("file", "reports") and spec.get("path") else []
-
     rule attributes:
         input:
             h5=expand(f"{R}/data/{{split}}.h5", split=SPLITS),
@@ -23,6 +18,8 @@ if ATTR.get("source"):
             f"{R}/logs/attributes.log",
         benchmark:
             f"{R}/benchmarks/attributes.tsv"
+        conda:
+            HISTAUG_ENV
         script:
             "../scripts/attributes.py"
 
@@ -40,6 +37,8 @@ if ATTR.get("source"):
             f"{R}/logs/combinations.log",
         benchmark:
             f"{R}/benchmarks/combinations.tsv"
+        conda:
+            HISTAUG_ENV
         script:
             "../scripts/combinations.py"
 
@@ -63,6 +62,8 @@ if ATTR.get("source"):
             f"{R}/logs/attribute_predictor.log",
         benchmark:
             f"{R}/benchmarks/attribute_predictor.tsv"
+        conda:
+            HISTAUG_ENV
         script:
             "../scripts/attribute_predictor.py"
 
@@ -88,6 +89,8 @@ if ATTR.get("source"):
             f"{R}/logs/attribute_error.log",
         benchmark:
             f"{R}/benchmarks/attribute_error.tsv"
+        conda:
+            HISTAUG_ENV
         script:
             "../scripts/attribute_error.py"
 
@@ -110,24 +113,15 @@ if ATTR.get("source"):
             f"{R}/logs/attribute_sweep/{{gen}}.log",
         benchmark:
             f"{R}/benchmarks/attribute_sweep/{{gen}}.tsv"
+        conda:
+            HISTAUG_ENV
         script:
             "../scripts/attribute_sweep.py"
 
 
 # AttributeGAN Table 1 and Fig. 3 (report.attributegan_table / attributegan_figure): rows are config entries of
-# attribute-conditioned generators; an entry expanded per attribute (BigGAN) is one row over its runs.
-RUNS_OF = {}
-for _g in ATTR_GENERATORS:
-    RUNS_OF.setdefault(generator_group(config, _g), []).append(_g)
-AG_ROWS = table_rows(config["report"].get("attributegan_table") or [], RUNS_OF,
-                     list(config["generators"])) if ATTR.get("source") else []
-AG_FIGURE = dict(config["report"].get("attributegan_figure") or {})
+# attribute-conditioned generators (AG_ROWS, AG_FIGURE_RUNS in common.smk).
 if AG_ROWS:
-    AG_FIGURE.setdefault("attribute", ATTR_NAMES[0])
-    AG_FIGURE_RUNS = []  # per table row: the run that shows the figure's attribute
-    for _row in AG_ROWS:
-        _runs = [r for r in _row["runs"] if condition_attribute(config, r) in (None, AG_FIGURE["attribute"])]
-        AG_FIGURE_RUNS.append((_row["label"], _runs[0]))
 
     rule attributegan_table:
         input:
@@ -146,6 +140,8 @@ if AG_ROWS:
             f"{R}/logs/attributegan_table.log",
         benchmark:
             f"{R}/benchmarks/attributegan_table.tsv"
+        conda:
+            HISTAUG_ENV
         script:
             "../scripts/attributegan_table.py"
 
@@ -167,5 +163,7 @@ if AG_ROWS:
             f"{R}/logs/attributegan_figure.log",
         benchmark:
             f"{R}/benchmarks/attributegan_figure.tsv"
+        conda:
+            HISTAUG_ENV
         script:
             "../scripts/attributegan_figure.py"

@@ -1,18 +1,5 @@
 # Stage 1, data: download (PCam only) -> ingest -> labels (+ pixel-derived attributes) -> subset.
 
-PCAM_RAW = [f"{config['pcam_dir']}/camelyonpatch_level_2_split_{s}_{k}.h5"
-            for s in (config["pcam"]["splits"] if not (config["pcam"].get("sample")) else [config["pcam"]["sample"]["split"]])
-            for k in ("x", "y")]
-
-
-def ingest_inputs(wildcards):
-    """PCam files to download, or the user's folder (read only, never written)."""
-    if config.get("data_dir"):
-        d = Path(config["data_dir"])
-        return [str(d / "labels.csv")] if (d / "labels.csv").exists() else sorted(str(p) for p in d.glob("camelyonpatch_level_2_split_*.h5"))
-    return PCAM_RAW
-
-
 rule download_pcam:
     output:
         f"{config['pcam_dir']}/camelyonpatch_level_2_split_{{split}}_{{xy}}.h5",
@@ -20,11 +7,13 @@ rule download_pcam:
         xy="x|y",
     params:
         url=lambda wc: config["pcam"]["url"],
-        dest=config["pcam_dir"],
+        dest=output_folder,
     log:
         f"{config['pcam_dir']}/logs/download_{{split}}_{{xy}}.log",
     benchmark:
         f"{config['pcam_dir']}/logs/download_{{split}}_{{xy}}.benchmark.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/download_pcam.py"
 
@@ -41,10 +30,15 @@ rule ingest:
         pcam=config["pcam"],
         split=config["split"],
         labels=config["labels"],
+    threads: 2  # checksums of the PCam files side by side
+    resources:
+        mem_mb=2000,  # streams in slabs: < 1 GB at full PCam size (benchmarks/bench_data.py)
     log:
         f"{R}/logs/ingest.log",
     benchmark:
         f"{R}/benchmarks/ingest.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/ingest.py"
 
@@ -58,10 +52,15 @@ rule labels:
         meta=f"{R}/data/labels.json",
     params:
         labels=config["labels"],
+    threads: 2  # pixel measurements of slabs side by side
+    resources:
+        mem_mb=2000,  # streams in slabs: 0.7 GB at full PCam size (benchmarks/bench_data.py)
     log:
         f"{R}/logs/labels.log",
     benchmark:
         f"{R}/benchmarks/labels.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/labels.py"
 
@@ -77,5 +76,7 @@ rule subset:
         f"{R}/logs/subset.log",
     benchmark:
         f"{R}/benchmarks/subset.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/subset.py"

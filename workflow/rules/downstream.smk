@@ -2,18 +2,6 @@
 # real validation split, metrics on the real test split.
 
 
-def synthetic_input(wildcards):
-    """The generated-image file of the training set (none for `real`); see histaug/trainsets.py."""
-    path = parse_trainset(wildcards.variant).samples_file(R)
-    return [path] if path else []
-
-
-def head_input(wildcards):
-    """For `<gen>_head`: the GAN checkpoint whose discriminator (with its class head) is fine-tuned."""
-    gen = head_generator(wildcards.arch)
-    return [f"{R}/generators/{gen}/checkpoint.pt"] if gen else []
-
-
 rule train_classifier:
     input:
         **DATA_INPUTS,
@@ -36,6 +24,8 @@ rule train_classifier:
         f"{R}/logs/train_classifier/{{arch}}/{{variant}}/seed{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/train_classifier/{{arch}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/train_classifier.py"
 
@@ -57,5 +47,7 @@ rule pixel_baseline:
         f"{R}/logs/pixel_baseline/seed{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/pixel_baseline/seed{{seed}}.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/pixel_baseline.py"

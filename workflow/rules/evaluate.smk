@@ -1,10 +1,6 @@
 # Stage 5, evaluation: FID/KID in Inception space (torch-fidelity, offline weights) and in the
 # feature space of the pipeline's own real-data classifier. Real features are cached per split.
 
-EV = config["evaluation"]
-FS = EV["feature_space"]
-
-
 rule inception_weights:
     output:
         f"{R}/metrics/inception.json",
@@ -14,6 +10,8 @@ rule inception_weights:
         f"{R}/logs/inception_weights.log",
     benchmark:
         f"{R}/benchmarks/inception_weights.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/inception_weights.py"
 
@@ -38,13 +36,10 @@ rule real_features:
         f"{R}/logs/real_features/{{split}}_{{size}}px.log",
     benchmark:
         f"{R}/benchmarks/real_features/{{split}}_{{size}}px.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/real_features.py"
-
-
-def selected_input(wildcards):
-    """Selective augmentation exists for class-conditioned generators only."""
-    return {"selected": f"{R}/samples/{wildcards.gen}/selected.h5"} if wildcards.gen in CLASS_GENERATORS else {}
 
 
 rule evaluate_generator:
@@ -54,8 +49,8 @@ rule evaluate_generator:
         checkpoint=f"{R}/generators/{{gen}}/checkpoint.pt",
         inception=f"{R}/metrics/inception.json",
         classifier=f"{R}/downstream/{FS['arch']}/real/seed{FS['seed']}/model.pt",
-        real_inception=lambda wc: f"{R}/metrics/real/{EV['real_split']}_{config['generators'][wc.gen]['image_size']}px_inception.npz",
-        real_classifier=lambda wc: f"{R}/metrics/real/{EV['real_split']}_{config['generators'][wc.gen]['image_size']}px_classifier.npz",
+        real_inception=real_features_file("inception"),
+        real_classifier=real_features_file("classifier"),
         test=f"{R}/data/test.h5",
         labels=f"{R}/data/labels.csv",
     output:
@@ -66,7 +61,7 @@ rule evaluate_generator:
         gen_cfg=lambda wc: config["generators"][wc.gen],
         selection=config["selection"],
         selector=lambda wc: selector_for(config, wc.gen) if wc.gen in CLASS_GENERATORS else None,
-        has_head=lambda wc: wc.gen in CLASS_GENERATORS and config["generators"][wc.gen]["family"] in families_with_class_head(),
+        has_head=has_class_head,
         sampling=config["sampling"],
     threads: THREADS
     resources:
@@ -75,5 +70,7 @@ rule evaluate_generator:
         f"{R}/logs/evaluate_generator/{{gen}}.log",
     benchmark:
         f"{R}/benchmarks/evaluate_generator/{{gen}}.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/evaluate_generator.py"

@@ -1,28 +1,5 @@
 # Stage 2-3, generators and sampling: train -> sample (normal and truncated latents) -> select (truncated, confidence >= lambda).
 
-DATA_INPUTS = dict(
-    train=f"{R}/data/train.h5",
-    labels=f"{R}/data/labels.csv",
-    labels_meta=f"{R}/data/labels.json",
-    subset=f"{R}/data/train_subset.csv",
-)
-
-
-def model_selection_inputs(wildcards):
-    """generators.<gen>.model_selection picks the best step by FID against the validation split
-    (Inception weights from the rule inception_weights); without it the rule keeps its data inputs."""
-    if not config["generators"][wildcards.gen].get("model_selection"):
-        return {}
-    return {"valid": f"{R}/data/valid.h5", "inception": f"{R}/metrics/inception.json"}
-
-
-def attribute_inputs(wildcards):
-    """Attribute-conditioned generators train and sample on the filtered subset with its levels."""
-    if wildcards.gen not in ATTR_GENERATORS:
-        return {}
-    return {"attributes_meta": f"{R}/data/attributes.json", "combinations": f"{R}/data/combinations.csv",
-            "attribute_subset": f"{R}/data/attribute_subset.csv"}
-
 
 rule train_generator:
     input:
@@ -38,7 +15,8 @@ rule train_generator:
         attribute=lambda wc: condition_attribute(config, wc.gen),
         compute=config["compute"],
         divergence=config.get("divergence", {}),
-        state_dir=lambda wc: f"{R}/generators/{wc.gen}/state",
+        state_dir=state_folder,
+        inception_precision=config["evaluation"].get("inception_precision", "fp32"),
     threads: THREADS
     priority: 10  # the longest chain starts here: schedule generators before classifiers
     resources:
@@ -47,13 +25,10 @@ rule train_generator:
         f"{R}/logs/train_generator/{{gen}}.log",
     benchmark:
         f"{R}/benchmarks/train_generator/{{gen}}.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/train_generator.py"
-
-
-def only(names):
-    """A wildcard constraint matching exactly these generator names (nothing when there are none)."""
-    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 rule sample:
@@ -81,6 +56,8 @@ rule sample:
         f"{R}/logs/sample/{{gen}}.log",
     benchmark:
         f"{R}/benchmarks/sample/{{gen}}.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/sample.py"
 
@@ -108,15 +85,10 @@ rule sample_attributes:
         f"{R}/logs/sample/{{gen}}.log",
     benchmark:
         f"{R}/benchmarks/sample/{{gen}}.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/sample_attributes.py"
-
-
-def selector_input(wildcards):
-    """`baseline`: the real-data classifier; `head`: the generator's own classification head."""
-    if selector_for(config, wildcards.gen) == "head":
-        return f"{R}/generators/{wildcards.gen}/checkpoint.pt"
-    return f"{R}/downstream/{SEL_ARCH}/real/seed{SEL_SEED}/model.pt"
 
 
 rule select:
@@ -138,5 +110,7 @@ rule select:
         f"{R}/logs/select/{{gen}}.log",
     benchmark:
         f"{R}/benchmarks/select/{{gen}}.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/select.py"

@@ -1,12 +1,6 @@
 # Stage 6, report: tables shaped like HViTGAN's Table 1, generation table, figures, report.md.
 
-DOWNSTREAM_RUNS = [f"{R}/downstream/{arch}/{trainset}/seed{seed}" for arch, trainset in REPORT_RUNS for seed in DS["seeds"]]
-
-from histaug.embedding import parse_panels, tsne_settings
-
-# HViTGAN Fig. 3: t-SNE panels of generated image sets (report.tsne); no panels = no rule, no figure.
-TSNE_PANELS = parse_panels(config["report"].get("tsne"), CLASS_GENERATORS)
-TSNE_SETTINGS = tsne_settings(config["report"].get("tsne_settings"))
+# HViTGAN Fig. 3 (report.tsne; TSNE_PANELS in common.smk): no panels = no rule, no figure.
 TSNE_OUTPUTS = dict(
     figure=report(f"{R}/figures/tsne_loss_scenarios.png", caption="../report/tsne.rst", category="Evaluation"),
     scores=report(f"{R}/tables/tsne_scores.csv", caption="../report/tsne_scores.rst", category="Evaluation"),
@@ -80,6 +74,8 @@ rule report:
         f"{R}/logs/report.log",
     benchmark:
         f"{R}/benchmarks/report.tsv"
+    conda:
+        HISTAUG_ENV
     script:
         "../scripts/report.py"
 
@@ -108,5 +104,7 @@ if TSNE_PANELS:
             f"{R}/logs/tsne.log",
         benchmark:
             f"{R}/benchmarks/tsne.tsv"
+        conda:
+            HISTAUG_ENV
         script:
             "../scripts/tsne.py"

@@ -1,4 +1,5 @@
-"""Rule download_pcam: fetch one PCam HDF5 file (MD5-checked) into pcam_dir."""
+"""Rule download_pcam: fetch one PCam HDF5 file (MD5-checked) into pcam_dir, with the MD5 of the unpacked file
+recorded beside it (<name>.h5.md5) for ingest to check."""
 from histaug.data import download_pcam_file
 from histaug.rulekit import run_rule
 

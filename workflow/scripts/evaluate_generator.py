@@ -8,7 +8,7 @@ from histaug.metrics import classification_metrics
 from histaug.rulekit import run_rule
 from histaug.selectors import load_selector
 from histaug.generator_checkpoint import checkpoint_step
-from histaug.utils import cap_images, get_device, read_json, write_json
+from histaug.utils import PipelineError, cap_images, get_device, read_json, write_json
 
 
 def main(smk, log):
@@ -19,7 +19,12 @@ def main(smk, log):
     x_sel = read_images(smk.input.selected)[0] if hasattr(smk.input, "selected") else x_all[:0]
     cap = int(ev.get("max_images", 10000))
     x = cap_images(x_all, cap, seed=0)
-    real = {"inception": load_features(smk.input.real_inception)[0], "classifier": load_features(smk.input.real_classifier)[0]}
+    (real_inception, real_meta), precision = load_features(smk.input.real_inception), ev.get("inception_precision", "fp32")
+    if real_meta.get("inception_precision", "fp32") != precision:
+        raise PipelineError(f"{smk.input.real_inception} holds {real_meta.get('inception_precision', 'fp32')} Inception "
+                            f"features but config evaluation.inception_precision is {precision}; rerun with "
+                            "`--forcerun real_features` so both sides use the same network precision")
+    real = {"inception": real_inception, "classifier": load_features(smk.input.real_classifier)[0]}
     kid = dict(kid_subset_size=int(ev.get("kid_subset_size", 1000)), kid_subsets=int(ev.get("kid_subsets", 100)), seed=0)
     bs = int(ev.get("batch_size", 64))
     status = read_json(smk.input.inception)
@@ -31,11 +36,12 @@ def main(smk, log):
            "tau": float(smk.params.sampling["tau"]) if smk.params.selector else None,
            "selector": smk.params.selector, "condition": smk.params.gen_cfg.get("condition", "class"), **checkpoint_step(smk.input.checkpoint),
            "real_split": ev["real_split"], "n_real": None, "inception_status": status["status"],
+           "inception_precision": precision,
            "fid": None, "kid_mean": None, "kid_std": None,
            "feature_space": f"{fs['arch']} real-data classifier (seed {fs['seed']})"}
     if status["status"] == "ok":
         net = InceptionFeatures(status["weights"], device, sha256=status["sha256"],
-                                channels_last=bool(compute.get("channels_last")))
+                                channels_last=bool(compute.get("channels_last")), precision=precision)
         fake = extract_features(net, x, bs, desc="inception (generated)")
         m = generation_metrics(real["inception"], fake, **kid)
         out.update(fid=m["fid"], kid_mean=m["kid_mean"], kid_std=m["kid_std"], n_real=m["n_real"],

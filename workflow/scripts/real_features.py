@@ -17,12 +17,13 @@ def main(smk, log):
     if len(x) > cap:
         x = x[np.sort(np.random.default_rng(0).choice(len(x), cap, replace=False))]
     x = resize_images(x, size)
-    meta = {"split": smk.wildcards.split, "size": size, "n": len(x)}
+    precision = ev.get("inception_precision", "fp32")
+    meta = {"split": smk.wildcards.split, "size": size, "n": len(x), "inception_precision": precision}
     bs = int(ev.get("batch_size", 64))
     status = read_json(smk.input.inception)
     if status["status"] == "ok":
         net = InceptionFeatures(status["weights"], device, sha256=status["sha256"],
-                                channels_last=bool(compute.get("channels_last")))
+                                channels_last=bool(compute.get("channels_last")), precision=precision)
         inception = extract_features(net, x, bs, desc="inception (real)")
     else:  # FID/KID will be n/a; an empty array keeps the file structure
         inception = np.zeros((0, 2048))

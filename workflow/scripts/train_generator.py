@@ -40,7 +40,7 @@ def main(smk, log):
     if smk.params.gen_cfg.get("model_selection"):
         feature_fn = inception_feature_fn(read_json(smk.input.inception), smk.wildcards.gen,
                                           get_device(smk.params.compute),
-                                          bool(smk.params.compute.get("channels_last")))
+                                          bool(smk.params.compute.get("channels_last")), smk.params.inception_precision)
         x_valid, _ = load_labelled(smk.input.valid, smk.input.labels, "valid")
         ms = smk.params.gen_cfg["model_selection"]
         log.info("model selection every %d steps: FID of %d generated images against up to %d of the %d validation images",

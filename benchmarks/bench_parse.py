@@ -1,0 +1,93 @@
+"""Benchmark parsing the workflow: wall time and peak RSS of `snakemake -n` (config + DAG, no jobs run).
+
+Each repeat is a fresh `python -m snakemake -n` process, so the numbers include the interpreter,
+Snakemake's own start-up, the Snakefile's imports, config validation and building the DAG. The
+script also reports the number of planned jobs and whether torch was imported while parsing
+(it must not be: the DAG is built from the config alone).
+
+    python benchmarks/bench_parse.py                                    # paper config, shared patches
+    python benchmarks/bench_parse.py --configfile config/demo.yaml --repeats 5 --out bench_parse.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "torchvision", "timm", "torch_fidelity", "pandas", "scipy", "h5py", "jsonschema")
+
+# Runs Snakemake's command line in this interpreter, then reports which heavy modules parsing imported.
+_PROBE = """
+import json, sys
+from snakemake.cli import main
+args, heavy = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+sys.argv = ["snakemake"] + args
+try:
+    main()
+    code = 0
+except SystemExit as stop:
+    code = stop.code
+print("HEAVY_MODULES=" + json.dumps(sorted(m for m in heavy if m in sys.modules)), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("HISTAUG_SHARED_DATA", REPO.parent / "shared" / "data")) / "pcam-real-negatives"
+
+
+def dry_run(args: list[str]) -> dict:
+    """One `snakemake -n` in a fresh process: wall seconds, peak RSS (MiB), planned jobs, heavy modules."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", _PROBE, json.dumps(args), json.dumps(HEAVY)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read()  # one pipe for both streams: reading to its end cannot block the child
+    _, status, usage = os.wait4(proc.pid, 0)  # wait4, not wait: the rusage of this child alone
+    wall = time.perf_counter() - start
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"snakemake {' '.join(args)} failed (exit {code}):\n{out[-3000:]}")
+    total = re.search(r"^total\s+(\d+)\s*$", out, flags=re.M)
+    heavy = re.search(r"^HEAVY_MODULES=(.*)$", out, flags=re.M)
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024.0, "jobs": int(total.group(1)) if total else 0,
+            "heavy_modules": json.loads(heavy.group(1)) if heavy else None}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configfile", default="config/config.yaml")
+    ap.add_argument("--data-dir", default=str(default_data_dir()), help="data_dir for the dry run (default: shared patches)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, help="also write the results as JSON")
+    a = ap.parse_args(argv)
+    if not Path(a.data_dir).exists():
+        raise SystemExit(f"--data-dir {a.data_dir}: folder not found; pass a folder of patches (images/ + labels.csv)")
+    with tempfile.TemporaryDirectory(prefix="bench_parse_") as results:
+        args = ["-n", "--cores", "1", "--configfile", a.configfile,
+                "--config", f"data_dir={a.data_dir}", f"results_dir={results}"]
+        runs = [dry_run(args) for _ in range(a.repeats)]
+    walls = [r["wall_s"] for r in runs]
+    summary = {"configfile": a.configfile, "repeats": a.repeats, "jobs": runs[0]["jobs"],
+               "wall_s_median": statistics.median(walls), "wall_s_min": min(walls),
+               "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "heavy_modules": runs[0]["heavy_modules"],
+               "python": platform.python_version(), "cpus": os.cpu_count()}
+    print(f"snakemake -n --configfile {a.configfile}: {summary['jobs']} jobs")
+    print(f"  wall   median {summary['wall_s_median']:.2f} s, min {summary['wall_s_min']:.2f} s ({a.repeats} runs)")
+    print(f"  peak RSS {summary['peak_rss_mb']:.0f} MiB")
+    print(f"  heavy modules imported while parsing: {', '.join(summary['heavy_modules']) or 'none'}")
+    if a.out:
+        a.out.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
