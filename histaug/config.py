@@ -78,9 +78,6 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     stray = sorted(set(ds.get("synthetic_archs") or []) - set(ds["archs"]))
     if stray:
         raise PipelineError(f"config downstream.synthetic_archs lists {stray}, which are not in downstream.archs {ds['archs']}")
-    stray = sorted(set(ds.get("arch_overrides") or {}) - set(ds["archs"]))
-    if stray:
-        raise PipelineError(f"config downstream.arch_overrides names {stray}, which are not in downstream.archs {ds['archs']}")
     for arch, trainset in downstream_runs(config):
         key = f"downstream.head_classifiers.{head_generator(arch)}" if head_generator(arch) else "downstream.trainsets"
         ts = parse_trainset(trainset)

@@ -184,7 +184,8 @@ def test_end_to_end_results_a_reviewer_can_trust(e2e_run):
     assert "Trained on synthetic images only" in (out / "report.md").read_text()
     assert set(pd.read_csv(out / "tables/synthetic_only.csv")["variant"]) == {"cvae", "real"}
     gen_md = (out / "tables/generation.md").read_text()
-    assert "KID ↓ | FID ↓ (biased: N < 2048)" in gen_md and "N real / generated" in gen_md
+    # KID first below 2,048 images per side, FID marked as biased; the demo's bf16 Inception is named in both headers
+    assert "KID ↓ [bf16 Inception] | FID ↓ (biased: N < 2048) [bf16 Inception]" in gen_md and "N real / generated" in gen_md
     gen = pd.read_csv(out / "tables/generation.csv").set_index("generator")
     assert gen.loc["cvae", "n_real"] == 50 and gen.loc["cvae", "n_fid"] == 50  # evaluation.max_images of e2e.yaml
     for table in ("downstream_summary.csv", "generation.csv", "augmentation_gain.csv", "attribute_error.csv"):
