@@ -45,6 +45,7 @@ from .classify import (
 from .guard import DivergenceGuard, divergence_settings, grad_norm, run_with_retries
 from .metrics import SingleClassWarning, macro_auc
 from .training_state import clear_state, load_state, remove_orphan_temps, save_state
+from .speed import compile_enabled, compiled, pin_memory_enabled
 from .utils import PipelineError, autocast, config_hash, get_device, get_logger, progress, seed_everything, write_csv
 
 STATE_FORMAT = 2
@@ -269,6 +270,8 @@ class _ClassifierRun:
         self.precision = _precision(compute, "downstream")
         autocast(self.device, self.precision)  # validates the precision name for this device
         self.channels_last = bool(compute.get("channels_last", False))
+        self.compile = compile_enabled(compute, "downstream")
+        self.pin_memory = pin_memory_enabled(compute, self.device)
         if self.epochs < 1 or self.batch_size < 1:
             raise PipelineError(f"config downstream.epochs={self.epochs} and downstream.batch_size={self.batch_size} "
                                 "must be >= 1")
@@ -308,6 +311,7 @@ class _ClassifierRun:
         self.model = model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.forward = compiled(self.model, self.compile)  # the calls; self.model keeps weights and names
         self.optimizer = make_optimizer(self.model, self.lr * lr_scale, self.weight_decay)
         n = len(self.train_x)
         # A trailing batch of one image is dropped: BatchNorm cannot train on a single sample.
@@ -367,8 +371,9 @@ class _ClassifierRun:
         for step in bar:
             idx = perm[step * bs: (step + 1) * bs] if perm is not None else self.batches.next()
             x = to_model_input(images[idx], self.image_size, self.norm["mean"], self.norm["std"], self.device,
-                               self.channels_last, augment_generator=self.generator if self.augment else None)
-            loss = train_step(self.model, self.optimizer, x, labels[idx].to(self.device), self.precision, self.scaler,
+                               self.channels_last, augment_generator=self.generator if self.augment else None,
+                               pin_memory=self.pin_memory)
+            loss = train_step(self.forward, self.optimizer, x, labels[idx].to(self.device), self.precision, self.scaler,
                               multi_head_loss(self.heads) if self.heads else None)
             terms = {"loss": loss} if self.scaler is not None else {"loss": loss, "grad_norm": grad_norm(self.model.parameters())}
             self.guard.observe(epoch * self.steps_per_epoch + step + 1, terms)
@@ -396,7 +401,7 @@ class _ClassifierRun:
         train_loss = self._train_epoch(epoch)
         self.guard.check((epoch + 1) * self.steps_per_epoch, {"classifier": self.model}, self._kept_note())
         meta = {"image_size": self.image_size, "normalisation": self.norm}
-        prob = _batched(self.model, meta, self.valid_x, max(2 * self.batch_size, 64), self.precision,
+        prob = _batched(self.forward, meta, self.valid_x, max(2 * self.batch_size, 64), self.precision,
                         self.channels_last, multi_head_softmax(self.heads) if self.heads else _softmax_head)
         row = {"epoch": epoch + 1, "train_loss": train_loss}
         if self.heads:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .speed import to_device
 from .guard import nonfinite_tensors
 from .utils import PipelineError, autocast, get_device
 
@@ -272,13 +273,15 @@ def to_model_input(
     device="cpu",
     channels_last: bool = False,
     augment_generator: torch.Generator | None = None,
+    pin_memory: bool = False,
 ) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> normalised float (N, 3, S, S) on `device`.
 
     Images whose size differs from `image_size` are resized bilinearly with antialiasing.
-    With `augment_generator`, each image gets a random flip / 90-degree rotation.
+    With `augment_generator`, each image gets a random flip / 90-degree rotation. With
+    `pin_memory` the uint8 batch goes to the GPU through page-locked memory, asynchronously.
     """
-    x = torch.as_tensor(images).to(device)
+    x = to_device(torch.as_tensor(images), torch.device(device), pin_memory)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)

@@ -24,7 +24,9 @@ from torch import nn
 
 from models.registry import GANParts, require
 
+from .distributed import average_gradients, broadcast_from_main, convert_sync_batchnorm, per_sample
 from .guard import grad_norm
+from .speed import compile_enabled, compiled
 from .losses import AdversarialObjective, vae_loss
 from .utils import PipelineError, autocast, get_device
 
@@ -88,13 +90,23 @@ class _Optimised:
 
 
 def _update(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list) -> torch.Tensor | None:
-    """Backward, optimiser step; returns the gradient norm (None under fp16 loss scaling)."""
+    """Backward, gradients averaged over the processes (several GPUs), optimiser step; returns the
+    gradient norm (None under fp16 loss scaling)."""
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    average_gradients(params)
     norm = None if scaler.is_enabled() else grad_norm(params)
     scaler.step(opt)
     scaler.update()
     return norm
+
+
+def _placed(model: nn.Module, device: torch.device, fmt: torch.memory_format) -> nn.Module:
+    """``model`` in training mode on ``device`` in memory format ``fmt``; with several processes its
+    BatchNorm layers synchronised and its weights and buffers rank 0's (:mod:`histaug.distributed`)."""
+    model = convert_sync_batchnorm(model, device).to(device=device, memory_format=fmt).train()
+    broadcast_from_main([model], parameters=True)
+    return model
 
 
 # --------------------------------------------------------------------------- per-family steps
@@ -105,12 +117,16 @@ class AdversarialTrainer(_Optimised):
 
     kind = "adversarial"
 
-    def __init__(self, gen_name: str, gen_cfg: dict, parts: GANParts, device, precision: str, channels_last: bool):
+    def __init__(self, gen_name: str, gen_cfg: dict, parts: GANParts, device, precision: str, channels_last: bool,
+                 compile_networks: bool = False):
         self.device, self.precision = torch.device(device), precision
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.G = parts.generator.to(device=self.device, memory_format=fmt).train()
-        self.D = parts.discriminator.to(device=self.device, memory_format=fmt).train()
+        self.G = _placed(parts.generator, self.device, fmt)
+        self.generate = compiled(self.G, compile_networks)  # the discriminator is never compiled: penalties
+        # differentiate it twice, which compiled graphs cannot
+        self.D = _placed(parts.discriminator, self.device, fmt)
         self.objective = (parts.objective or AdversarialObjective.from_config(gen_cfg, gen_name)).to(self.device)
+        broadcast_from_main([self.objective], parameters=True)
         self.augment = parts.augment
         self.n_critic = int(gen_cfg.get("n_critic", 1))
         if self.n_critic < 1:
@@ -128,7 +144,7 @@ class AdversarialTrainer(_Optimised):
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=scaler_on)
         self.ema = _make_ema(gen_cfg, self.G, gen_name)
-        self.images_per_step = self.n_critic * self.batch_size
+        self.images_per_step = self.n_critic * self.batch_size  # the global batch, over all processes
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor) -> dict:
         if self.augment is not None:
@@ -136,14 +152,14 @@ class AdversarialTrainer(_Optimised):
         return self.D(x, labels)
 
     def _latent(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.G.latent_dim, device=self.device)
+        return per_sample(lambda s: torch.randn(s, device=self.device), (n, self.G.latent_dim))
 
     def step(self, next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> dict:
         d_terms: dict[str, torch.Tensor] = {}
         for _ in range(self.n_critic):
             real, labels = next_batch()
             with torch.no_grad(), autocast(self.device, self.precision):
-                fake = self.G(self._latent(real.shape[0]), labels)
+                fake = self.generate(self._latent(real.shape[0]), labels)
             with autocast(self.device, self.precision):
                 d_loss, terms = self.objective.discriminator_loss(self.discriminate, real, fake.float(), labels)
             norm = _update(d_loss, self.opt_d, self.scaler_d, self.d_params)
@@ -155,13 +171,14 @@ class AdversarialTrainer(_Optimised):
         self.D.requires_grad_(False)
         try:
             with autocast(self.device, self.precision):
-                fake = self.G(self._latent(labels.shape[0]), labels)
+                fake = self.generate(self._latent(labels.shape[0]), labels)
                 g_loss, g_terms = self.objective.generator_loss(self.discriminate, fake, labels)
             norm = _update(g_loss, self.opt_g, self.scaler_g, self.g_params)
         finally:
             self.D.requires_grad_(True)
         if norm is not None:
             g_terms = {**g_terms, "g_grad_norm": norm}
+        broadcast_from_main([self.G, self.D, self.objective])
         if self.ema is not None:
             self.ema.update(self.G)
         return {**d_terms, **g_terms}
@@ -206,12 +223,14 @@ class VAETrainer(_Optimised):
 
     kind = "vae"
 
-    def __init__(self, gen_name: str, gen_cfg: dict, parts: GANParts, device, precision: str, channels_last: bool):
+    def __init__(self, gen_name: str, gen_cfg: dict, parts: GANParts, device, precision: str, channels_last: bool,
+                 compile_networks: bool = False):
         self.device, self.precision = torch.device(device), precision
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = parts.generator.to(device=self.device, memory_format=fmt).train()
+        self.model = _placed(parts.generator, self.device, fmt)
         if not hasattr(self.model, "reconstruct"):
             raise TypeError(f"family {parts.family!r}: the VAE loop needs a model with reconstruct(x, labels)")
+        self.reconstruct = torch.compile(self.model.reconstruct) if compile_networks else self.model.reconstruct
         self.kl_weight = float(gen_cfg.get("kl_weight", 1.0))
         self.batch_size = int(gen_cfg["batch_size"])
         lr = float(require(gen_cfg, "lr", gen_name, (int, float)))
@@ -226,9 +245,10 @@ class VAETrainer(_Optimised):
     def step(self, next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> dict:
         real, labels = next_batch()
         with autocast(self.device, self.precision):
-            x_hat, mu, logvar = self.model.reconstruct(real, labels)
+            x_hat, mu, logvar = self.reconstruct(real, labels)
             loss, terms = vae_loss(x_hat, real, mu, logvar, self.kl_weight)
         norm = _update(loss, self.opt, self.scaler, self.params)
+        broadcast_from_main([self.model])
         if self.ema is not None:
             self.ema.update(self.model)
         return terms if norm is None else {**terms, "grad_norm": norm}
@@ -262,7 +282,8 @@ TRAINER_CLASSES = {"adversarial": AdversarialTrainer, "vae": VAETrainer}
 def build_trainer(gen_name: str, gen_cfg: dict, parts: GANParts, compute: dict | None = None):
     """The step object of ``parts.trainer`` on the device/precision/memory format from ``compute``."""
     device, precision, channels_last = compute_settings(compute or {})
-    return TRAINER_CLASSES[parts.trainer](gen_name, gen_cfg, parts, device, precision, channels_last)
+    return TRAINER_CLASSES[parts.trainer](gen_name, gen_cfg, parts, device, precision, channels_last,
+                                          compile_enabled(compute, "generators"))
 
 
 def compute_settings(compute: dict) -> tuple[torch.device, str, bool]:

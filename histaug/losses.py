@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .distributed import per_sample
 from .utils import PipelineError
 
 # --------------------------------------------------------------------------- adversarial losses
@@ -105,7 +106,7 @@ def gradient_penalty(
     real = real.detach().float()
     fake = fake.detach().float()
     if eps is None:
-        eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
+        eps = per_sample(lambda s: torch.rand(s, device=real.device), (real.shape[0], *([1] * (real.dim() - 1))))
     with torch.autocast(device_type=real.device.type, enabled=False):
         x_hat = (eps * real + (1.0 - eps) * fake).requires_grad_(True)
         scores = critic_fn(x_hat).float()

@@ -73,6 +73,7 @@ from torch import nn
 from models.conditioning import Condition, as_condition
 from models.registry import GANParts, build_generator, require
 
+from . import distributed
 from .batches import BatchSampler
 from .gan_trainers import AdversarialTrainer, build_trainer
 from .guard import DivergenceGuard, divergence_settings, run_with_retries
@@ -100,7 +101,7 @@ from .utils import (
 STATE_FILE = "last.pt"
 HISTORY_FILE = "history.csv"
 # Keys that do not change what a training step does: a state saved under other values may be resumed.
-NON_STATE_KEYS = frozenset({"steps", "log_every", "checkpoint_every", "keep_state", "label"})
+NON_STATE_KEYS = frozenset({"steps", "log_every", "checkpoint_every", "keep_state", "label", distributed.GPUS_KEY})
 SAMPLERS = ("balanced", "shuffle")
 
 
@@ -257,8 +258,11 @@ class _GeneratorRun:
         self.sampler = BatchSampler(sampler_groups(self.labels, self.condition), self.batch_size,
                                     sampler_kind == "balanced", int(gen_cfg.get("seed", 0)))
 
+        self.dist = distributed.current()
+        rows = self.dist.rows(self.batch_size)  # this process's slice of the global batch (all of it in one process)
+
         def next_batch():
-            idx = self.sampler.next().to(device)
+            idx = self.sampler.next()[rows].to(device)
             return to_model_range(data[idx]).contiguous(memory_format=fmt), label_t[idx]
 
         self.next_batch = next_batch
@@ -288,8 +292,10 @@ class _GeneratorRun:
         return None
 
     def _resume(self, lr_scale: float) -> None:
-        remove_orphan_temps(self.state_dir, self.log, self.owner)
-        remove_orphan_temps(self.out_path.parent, self.log, self.owner)
+        if self.dist.is_main:
+            remove_orphan_temps(self.state_dir, self.log, self.owner)
+            remove_orphan_temps(self.out_path.parent, self.log, self.owner)
+        self.dist.barrier()  # every process reads the state rank 0 left
         state = load_state(self.state_path, self.log, self.owner)
         reason = self._stale_reason(state) if state is not None else None
         if reason:
@@ -323,18 +329,20 @@ class _GeneratorRun:
 
     def save(self, step: int, seconds: float) -> None:
         self.check(step)  # never save a diverged state
+        self.saved_step = step
+        if not self.dist.is_main:  # one writer: every process holds the same state
+            return
         save_state(self.state_path, {**self.hashes, "step": step, "trainer": self.trainer.state_dict(),
                                      "sampler": self.sampler.state_dict(), "rng": get_rng_state(),
                                      "history": self.history, "seconds": seconds, "best": self.best,
                                      "lr_scale": self.trainer.lr_scale})
-        self.saved_step = step
 
     # ----------------------------------------------------------------- training
 
     def _log_row(self, step: int, sums: dict, n_sum: int, evaluate: bool) -> dict:
         self.check(step)
         row = {"step": step, **{k: float(v) / n_sum for k, v in sums.items()}}
-        if evaluate:
+        if evaluate and self.dist.is_main:  # one scorer; the score changes no process's training
             t_eval = time.perf_counter()
             row["fid_valid"] = _score(self.scorer, self.trainer)
             if is_better(row["fid_valid"], self.best["fid_valid"] if self.best else None):
@@ -349,10 +357,11 @@ class _GeneratorRun:
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         n_sum, t_log, step_log = 0, t0, self.start_step
-        bar = progress(total=self.steps, initial=self.start_step, desc=self.name, unit="step")
+        bar = progress(total=self.steps, initial=self.start_step, desc=self.name, unit="step",
+                       **({} if self.dist.is_main else {"disable": True}))
         try:
             for step in range(self.start_step + 1, self.steps + 1):
-                terms = self.trainer.step(self.next_batch)
+                terms = distributed.average_terms(self.trainer.step(self.next_batch))
                 self.guard.observe(step, terms)
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -362,7 +371,8 @@ class _GeneratorRun:
                     row = self._log_row(step, sums, n_sum, evaluate)
                     now = time.perf_counter()
                     rate = (step - step_log) * self.trainer.images_per_step / max(now - t_log, 1e-9)
-                    self.log.info("%s step %d/%d %s | %.1f img/s", self.name, step, self.steps,
+                    log_step = self.log.info if self.dist.is_main else self.log.debug
+                    log_step("%s step %d/%d %s | %.1f img/s", self.name, step, self.steps,
                                   " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"), rate)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
                     sums, n_sum, t_log, step_log = {}, 0, now, step
@@ -389,6 +399,9 @@ class _GeneratorRun:
             "final_fid_valid": self.history[-1].get("fid_valid") if self.selection is not None and self.history else None,
             "lr_scale": trainer.lr_scale,
         }
+        if not self.dist.is_main:  # rank 0 writes the files; the others wait until they exist
+            self.dist.barrier()
+            return summary
         write_csv(pd.DataFrame(self.history), self.out_path.parent / HISTORY_FILE)
         generator = trainer.export_generator()
         # With model selection the checkpoint holds the best step's networks, else the last step's.
@@ -410,6 +423,7 @@ class _GeneratorRun:
             self.log.info("%s: model selection %s: the checkpoint holds the best step, %d of %d (fid_valid %.4g; last "
                           "step %.4g)", self.name, self.selection, best["step"], steps, best["fid_valid"],
                           summary["final_fid_valid"])
+        self.dist.barrier()
         return summary
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from histaug.distributed import per_sample
 from histaug.utils import PipelineError
 
 from .cgan import MAX_WIDTH_MULT, dcgan_init
@@ -85,7 +86,8 @@ class ConditionalVAE(nn.Module):
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """z = μ + σ ⊙ ε, ε ~ N(0, I)."""
-        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        noise = per_sample(lambda s: torch.randn(s, device=mu.device, dtype=mu.dtype), mu.shape)
+        return mu + torch.exp(0.5 * logvar) * noise
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """p(x | z, c): (B, 3, image_size, image_size) in [-1, 1]."""

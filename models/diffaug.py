@@ -5,7 +5,8 @@ discriminator, and gradients flow through it back to the generator. HViTGAN's po
 ([H] §3.2) is "random color transforms, translation, cutout, scaling, and rotation", which is
 :data:`PAPER_POLICY`.
 
-Every op draws its own random parameters for each sample. ``strength`` scales the magnitude
+Every op draws its own random parameters for each sample (per sample of the global batch when
+training runs in several processes; see :func:`histaug.distributed.per_sample`). ``strength`` scales the magnitude
 of every op; the full magnitudes below are at strength 1:
 
     color        brightness + U(−0.5, 0.5), saturation × U(0, 2), contrast × U(0.5, 1.5)
@@ -34,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from histaug.distributed import per_sample
 from histaug.utils import PipelineError
 
 PAPER_POLICY: list[str] = ["color", "translation", "cutout", "scaling", "rotation"]
@@ -42,13 +44,14 @@ PAPER_POLICY: list[str] = ["color", "translation", "cutout", "scaling", "rotatio
 def _uniform(shape: Sequence[int], x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """U(0, 1) samples drawn on the generator's device, moved to x's device and dtype."""
     device = generator.device if generator is not None else x.device
-    return torch.rand(tuple(shape), generator=generator, device=device).to(device=x.device, dtype=x.dtype)
+    u = per_sample(lambda s: torch.rand(s, generator=generator, device=device), shape)
+    return u.to(device=x.device, dtype=x.dtype)
 
 
 def _randint(low: int, high: int, shape: Sequence[int], x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Integers in [low, high) drawn on the generator's device, moved to x's device."""
     device = generator.device if generator is not None else x.device
-    return torch.randint(low, high, tuple(shape), generator=generator, device=device).to(x.device)
+    return per_sample(lambda s: torch.randint(low, high, s, generator=generator, device=device), shape).to(x.device)
 
 
 # --------------------------------------------------------------------------- colour

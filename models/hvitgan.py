@@ -53,7 +53,8 @@ Choices the paper leaves open (model notes §1.1–1.2; *(TG)* = as TransGAN doe
       stage's side.
     * Generator attention uses PyTorch's fused scaled-dot-product kernel to save memory. The
       discriminator uses the explicit softmax(QKᵀ/√d)V, because the WGAN-GP gradient penalty
-      differentiates D twice and the fused CPU kernel has no double backward.
+      differentiates D twice and the fused kernels have no double backward; with
+      ``gp_weight: 0`` it is fused too. ``fused_attention: false`` makes every attention explicit.
     * Discriminator patch embeddings are one linear layer per flattened p×p×3 patch. That is
       the paper's "MLP layer", built the way TG builds it (a convolution with kernel = stride =
       p). Their widths are 3D/4, D/8 and D/8 for patches p, 2p and 4p *(TG)*, so the
@@ -645,7 +646,20 @@ def build_hvitgan(cfg: dict, num_classes: int) -> tuple[HViTGANGenerator, HViTGA
         windows=p["d_windows"],
         mlp_ratio=p["mlp_ratio"],
     )
+    # Fused scaled-dot-product attention wherever no double backward runs through it: the generator
+    # always, the discriminator only without a gradient penalty. fused_attention: false writes out
+    # softmax(QKᵀ/√d)V everywhere (a switch for comparisons; the same function up to rounding).
+    fused = bool(cfg.get("fused_attention", True))
+    set_fused_attention(generator, fused)
+    set_fused_attention(discriminator, fused and float(cfg.get("gp_weight", 10.0)) == 0.0)
     return generator, discriminator
+
+
+def set_fused_attention(module: nn.Module, fused: bool) -> None:
+    """Switch every self-attention of ``module`` between the fused kernel and the explicit form."""
+    for m in module.modules():
+        if isinstance(m, MultiHeadSelfAttention):
+            m.fused = bool(fused)
 
 
 def build_medvitgan(cfg: dict, num_classes: int) -> tuple[HViTGANGenerator, HViTGANDiscriminator]:

@@ -3,8 +3,8 @@
 tests/slurm_standin/ holds sbatch, srun, squeue, sacct, scontrol, scancel, sinfo and sacctmgr: they
 record every call, check each request against a two-partition cluster (cpu without GPUs, gpu with
 four) and sbatch runs each job here. The data rules (ingest, labels, subset) first run locally on the
-shared real patches; then `snakemake --profile profiles/slurm` submits a GPU rule (train_generator)
-and a CPU rule on the profile's defaults (pixel_baseline) side by side, and each submission is
+shared real patches; then `snakemake --profile profiles/slurm` submits a two-GPU rule (train_generator
+of a generator with `gpus: 2`, which trains in two torchrun processes) and a CPU rule on the profile's defaults (pixel_baseline) side by side, and each submission is
 checked against what its rule asks for: partition, GPUs, CPUs = threads, memory, time limit, account.
 (Every job costs two Snakemake start-ups and a torch import, so the run keeps to two jobs.)
 """
@@ -25,6 +25,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 STANDIN = REPO / "tests" / "slurm_standin"
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
+TINY = STANDIN / "tiny.yaml"
 PLACEHOLDER = "EDIT_ME_ACCOUNT"
 ACCOUNT = "histaug_ci"
 CLUSTER = {
@@ -42,13 +43,22 @@ def profile() -> dict:
     return yaml.safe_load(PROFILE.read_text())
 
 
-def gpu_rules() -> set[str]:
-    """Rules whose body in workflow/rules/*.smk declares a GPU (`gpu=1` under resources)."""
-    rules = set()
+def gpu_rules() -> dict[str, str]:
+    """Rules whose body in workflow/rules/*.smk declares GPUs under resources, with what they ask for:
+    `1`, or `generator_gpus` (generators.<gen>.gpus)."""
+    rules = {}
     for path in (REPO / "workflow" / "rules").glob("*.smk"):
         bodies = re.split(r"^\s*rule (\w+):", path.read_text(), flags=re.M)
-        rules |= {name for name, body in zip(bodies[1::2], bodies[2::2]) if re.search(r"^\s*gpu\s*=\s*1", body, re.M)}
+        for name, body in zip(bodies[1::2], bodies[2::2]):
+            match = re.search(r"^\s*gpu\s*=\s*(1|generator_gpus)\b", body, re.M)
+            if match:
+                rules[name] = match.group(1)
     return rules
+
+
+def expected_gpus(rule: str) -> str:
+    """The GPUs a submitted job of ``rule`` must ask for in this test's run (tiny.yaml: the cVAE asks for 2)."""
+    return str(yaml.safe_load(TINY.read_text())["generators"]["cvae"]["gpus"]) if gpu_rules()[rule] != "1" else "1"
 
 
 def account_override(cfg: dict, account: str) -> list[str]:
@@ -159,7 +169,7 @@ def test_every_job_is_submitted_with_its_rules_resources(slurm_run):
         assert options.get("--cpus-per-task") == str(threads.get(rule, 1)), (rule, options)
         assert "--cpus-per-gpu" not in options
         if rule in gpu_rules():
-            assert options.get("--gpus") == "1", rule
+            assert options.get("--gpus") == expected_gpus(rule), rule
             assert CLUSTER["partitions"][options["-p"]]["gpus"] >= 1, f"{rule}: a GPU on a partition without GPUs"
         else:
             assert "--gpus" not in options and "--gres" not in options, rule
@@ -183,6 +193,9 @@ def test_each_job_ran_its_rule_in_one_step_within_its_allocation(slurm_run):
                             env=standin_env(state), capture_output=True, text=True, check=True).stdout.split()
     assert sorted(states) == sorted(f"{o['job']}|COMPLETED" for o in submitted.values())
     assert (results / "generators/cvae/checkpoint.pt").stat().st_size > 0
+    # the two-GPU generator job trained in two torchrun processes (rank 0 wrote the checkpoint)
+    log = (results / "logs/train_generator/cvae.log").read_text()
+    assert "launching 2 training processes" in log and "[train_generator rank 0/2]" in log, log[-2000:]
     assert "auc" in json.loads((results / "downstream/pixel_logreg/real/seed0/metrics.json").read_text())
 
 

@@ -127,6 +127,11 @@ def attribute_inputs(wildcards):
             "attribute_subset": f"{R}/data/attribute_subset.csv"}
 
 
+def generator_gpus(wildcards):
+    """GPUs (training processes) of generator `wildcards.gen`: its `gpus` key, 1 when unset."""
+    return int(config["generators"][wildcards.gen].get("gpus", 1))
+
+
 def state_folder(wildcards, output):
     """The resumable training state of a generator, next to its checkpoint."""
     return str(Path(output.checkpoint).parent / "state")

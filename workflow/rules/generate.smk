@@ -20,7 +20,7 @@ rule train_generator:
     threads: THREADS
     priority: 10  # the longest chain starts here: schedule generators before classifiers
     resources:
-        gpu=1,
+        gpu=generator_gpus,  # generators.<gen>.gpus (default 1); more than 1 trains with torchrun
     log:
         f"{R}/logs/train_generator/{{gen}}.log",
     benchmark:
