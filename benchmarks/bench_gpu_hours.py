@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils.flop_counter import flop_registry  # noqa: E402
 
 from histaug.attribute_names import attribute_names  # noqa: E402
 from histaug.config import downstream_runs, head_generator, load_config, validate_config  # noqa: E402
@@ -45,10 +46,28 @@ PCAM = {"train": 262_144, "valid": 32_768, "test": 32_768}
 INCEPTION_SIZE = 299
 
 
+class _FlopCount(TorchDispatchMode):
+    """Adds up torch's FLOP formulas (torch.utils.flop_counter) of every op that runs, backward ops
+    included. (FlopCounterMode itself tracks modules with hooks that break on the double backward of
+    a gradient penalty.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
 def flops(fn) -> float:
-    with FlopCounterMode(display=False) as counter:
+    with _FlopCount() as counter:
         fn()
-    return float(counter.get_total_flops())
+    return float(counter.total)
 
 
 def attribute_levels(cfg: dict) -> dict[str, int]:
@@ -139,6 +158,8 @@ def estimate(cfg: dict, batch: int) -> tuple[list[dict], dict]:
         if ms:  # validation FID: generate and embed n_images per evaluation
             evals = math.ceil(int(gen_cfg["steps"]) / int(ms["every"]))
             total += evals * int(ms["n_images"]) * (fwd + inception_flops_per_image())
+        print(f"counted {gen}: {step / 1e12:.3g} TFLOP per step ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
+              flush=True)
         rows.append({"rule": "train_generator", "job": gen, "jobs": 1, "flops": total,
                      "note": f"{step / 1e12:.3g} TFLOP/step x {gen_cfg['steps']} steps (counted in "
                              f"{time.perf_counter() - t0:.0f} s)"})

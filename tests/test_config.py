@@ -112,3 +112,26 @@ def test_synthetic_only_sets_run_on_synthetic_archs(paper):
     ds["synthetic_archs"] = ["resnet50_cbam"]
     with pytest.raises(PipelineError, match="synthetic_archs"):
         validate_config(paper)
+
+
+@pytest.mark.parametrize("files", [["config/config.yaml"], ["config/config.yaml", "config/demo.yaml"]])
+def test_every_configured_generator_builds(files):
+    """Each run_generators entry of the shipped configs gives networks (built on the meta device: the
+    shapes and the config checks, no memory), so no entry fails only when its job starts on a cluster."""
+    import torch
+
+    from histaug.generator_runs import condition_attribute, generator_condition
+    from models.conditioning import Condition
+    from models.registry import build_generator
+
+    cfg = validate_config(load(*files))
+    levels = {a["name"]: a["levels"] for a in cfg["attributes"]["pixels"]["attributes"]}
+    for gen in cfg["run_generators"]:
+        kind = generator_condition(cfg, gen)
+        condition = {"class": Condition.classes(2),
+                     "attributes": Condition.attributes(list(levels), list(levels.values())),
+                     "attribute": Condition("class", (levels.get(condition_attribute(cfg, gen), 2),),
+                                            (str(condition_attribute(cfg, gen)),))}[kind]
+        with torch.device("meta"):
+            parts = build_generator(cfg["generators"][gen], condition, name=gen)
+        assert parts.generator.latent_dim == (cfg["generators"][gen].get("latent_dim") or parts.generator.latent_dim)
