@@ -160,12 +160,12 @@ def test_profiles_plan_the_whole_study(profile, tmp_path):
         assert cfg["executor"] == "slurm"
         network_rules = {"train_generator", "train_classifier", "sample", "select", "real_features", "evaluate_generator", "tsne"}
         assert all(cfg["set-resources"][r]["slurm_partition"] == "gpu" for r in network_rules)
-        # ...and those rules declare the GPU that the plugin turns into --gpus=1
+        # ...and those rules declare the GPU that the plugin turns into --gpus=1 (a generator: its `gpus`, default 1)
         rules = "".join((REPO / "workflow/rules" / f).read_text() for f in ("generate.smk", "downstream.smk", "evaluate.smk", "report.smk"))
         for rule in network_rules:
             body = rules[rules.index(f"rule {rule}:"):]
             body = body[: body.index("script:")]
-            assert "gpu=1" in body, rule
+            assert ("gpu=generator_gpus" if rule == "train_generator" else "gpu=1") in body, rule
 
 
 def test_end_to_end_results_a_reviewer_can_trust(e2e_run):
