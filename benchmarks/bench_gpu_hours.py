@@ -141,8 +141,8 @@ def inception_flops_per_image() -> float:
 
 
 def estimate(cfg: dict, batch: int) -> tuple[list[dict], dict]:
-    classes = int(cfg["labels"].get("classes") or 2) if not isinstance(cfg["labels"].get("classes"), list) \
-        else len(cfg["labels"]["classes"])
+    declared = cfg["labels"].get("classes")
+    classes = len(declared) if isinstance(declared, list) else int(declared or 2)
     sub = cfg["subset"]
     n_real = int(sub.get("count") or round(float(sub.get("fraction", 0.1)) * PCAM["train"]))
     n_valid, n_test = PCAM["valid"], PCAM["test"]

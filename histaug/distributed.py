@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -256,9 +255,8 @@ def _to_cross_process(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, CrossProcessBatchNorm):
         bn = CrossProcessBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                                    module.track_running_stats)
-        bn.load_state_dict(module.state_dict())
-        bn.train(module.training)
-        return bn.to(next(iter(module.state_dict().values())).device) if module.state_dict() else bn
+        bn.load_state_dict(module.state_dict())  # the caller moves the network to its device afterwards
+        return bn.train(module.training)
     for name, child in module.named_children():
         new = _to_cross_process(child)
         if new is not child:
@@ -302,8 +300,6 @@ def launch(job: dict, nproc: int, job_dir: str | Path, log, threads: int = 1) ->
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = torchrun_command(nproc, job_file)
     log.info("launching %d training processes: %s", nproc, " ".join(cmd))
-    if shutil.which(cmd[0]) is None and not Path(cmd[0]).exists():
-        raise PipelineError(f"cannot run {cmd[0]!r} to launch torchrun")
     log_path = job.get("log", [None])[0] if job.get("log") else None
     with open(log_path, "a") if log_path else contextlib.nullcontext(None) as out:
         result = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
