@@ -652,6 +652,35 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sqrt(np.clip(ev, 0, None)).sum())
 
 
+def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
+    """Fréchet distance between the Gaussians fitted to two (N, D) feature sets, computed in float64.
+
+    Equal to ``frechet_distance(*feature_statistics(f1), *feature_statistics(f2))``, but when a set has
+    fewer rows than dimensions its covariance has rank < D and the square-root trace comes from an
+    N×N problem instead of two D×D eigendecompositions. With centred, scaled rows ``a`` and ``b``
+    (sigma1 = aᵀa, sigma2 = bᵀb), the non-zero eigenvalues of sigma1 sigma2 are those of
+    ``b sigma1 bᵀ``, and, when both sets are small, the squared singular values of ``a bᵀ``.
+    At D = 2048 with a few hundred images this takes milliseconds instead of seconds.
+    """
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1] or min(len(f1), len(f2)) < 2:
+        raise ValueError(f"need two (N >= 2, D) feature sets with equal D, got {f1.shape} and {f2.shape}")
+    d = f1.shape[1]
+    if min(len(f1), len(f2)) >= d:
+        return frechet_distance(*feature_statistics(f1), *feature_statistics(f2))
+    mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
+    a, b = (f1 - mu1) / np.sqrt(len(f1) - 1), (f2 - mu2) / np.sqrt(len(f2) - 1)
+    if len(a) < len(b):
+        a, b = b, a  # b is the smaller set
+    if len(a) < d:
+        tr_sqrt = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    else:
+        k = (b @ a.T) @ (a @ b.T) if len(a) * len(b) < d * d else b @ (a.T @ a) @ b.T
+        tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((k + k.T) / 2), 0, None)).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + np.einsum("ij,ij->", a, a) + np.einsum("ij,ij->", b, b) - 2.0 * tr_sqrt)
+
+
 def _polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``(x·y / d + 1) ** 3``, the KID kernel."""
     return (x @ y.T / x.shape[1] + 1.0) ** 3
@@ -710,11 +739,9 @@ def generation_metrics(
     seed: int = 0,
 ) -> dict:
     """FID and KID between real and generated features: ``fid, kid_mean, kid_std, n_real, n_generated``."""
-    mu_r, sigma_r = feature_statistics(real_feats)
-    mu_f, sigma_f = feature_statistics(generated_feats)
     kid_mean, kid_std = kernel_inception_distance(real_feats, generated_feats, kid_subset_size, kid_subsets, seed)
     return {
-        "fid": frechet_distance(mu_r, sigma_r, mu_f, sigma_f),
+        "fid": fid_from_features(real_feats, generated_feats),
         "kid_mean": kid_mean,
         "kid_std": kid_std,
         "n_real": int(len(real_feats)),
@@ -749,6 +776,6 @@ def fid_infinity(real_feats: np.ndarray, generated_feats: np.ndarray, n_points: 
     for n in sizes:
         r = real_feats[rng.choice(len(real_feats), n, replace=False)]
         g = generated_feats[rng.choice(len(generated_feats), n, replace=False)]
-        fids.append(frechet_distance(*feature_statistics(r), *feature_statistics(g)))
+        fids.append(fid_from_features(r, g))
     slope, intercept = np.polyfit(1.0 / sizes, np.asarray(fids), 1)
     return {"fid_inf": float(intercept), "slope": float(slope), "n": sizes.tolist(), "fid": [float(f) for f in fids]}

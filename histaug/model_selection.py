@@ -38,8 +38,7 @@ from .fid import (
     WEIGHTS_KEY,
     InceptionFeatures,
     extract_features,
-    feature_statistics,
-    frechet_distance,
+    fid_from_features,
     inception_from_status,
 )
 from .sampling import draw_combinations, generate_for
@@ -114,14 +113,14 @@ class FIDScorer:
             h.update(self.labels.tobytes())
         h.update(memoryview(np.ascontiguousarray(real_images)).cast("B"))
         self.fingerprint = h.hexdigest()[:16]
-        self._real_statistics: tuple[np.ndarray, np.ndarray] | None = None
+        self._real_features: np.ndarray | None = None
 
-    def real_statistics(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and covariance of the real images' features (computed on the first call only)."""
-        if self._real_statistics is None:
-            feats = extract_features(self.feature_fn, self.real_images, self.batch_size, desc="features (validation)")
-            self._real_statistics = feature_statistics(feats)
-        return self._real_statistics
+    def real_features(self) -> np.ndarray:
+        """The real images' features (extracted on the first call only)."""
+        if self._real_features is None:
+            self._real_features = extract_features(self.feature_fn, self.real_images, self.batch_size,
+                                                   desc="features (validation)")
+        return self._real_features
 
     def generated_images(self, generator: nn.Module) -> np.ndarray:
         """``n_images`` uint8 images for the fixed labels, plain normal latents from :data:`SEED`."""
@@ -129,10 +128,10 @@ class FIDScorer:
         return generate_for(generator, self.labels, tau=-1.0, seed=SEED, batch_size=self.batch_size, device=device)
 
     def __call__(self, generator: nn.Module) -> float:
-        mu_real, sigma_real = self.real_statistics()
+        real = self.real_features()
         feats = extract_features(self.feature_fn, self.generated_images(generator), self.batch_size,
                                  desc="features (generated)")
-        return frechet_distance(mu_real, sigma_real, *feature_statistics(feats))
+        return fid_from_features(real, feats)
 
 
 def is_better(value: float, best: float | None) -> bool:

@@ -48,8 +48,30 @@ def run_rule(smk, main) -> None:
         main(smk, logger)
     except PipelineError as exc:
         logger.error("%s", exc)
-        sys.exit(1)
+        _exit(1, log_fh)
     except Exception:
         logger.error("unexpected failure:\n%s", traceback.format_exc())
-        sys.exit(1)
+        _exit(1, log_fh)
     logger.info("done in %.1f s", time.time() - t0)
+    _exit(0, log_fh)
+
+
+def _exit(code: int, log_fh) -> None:
+    """End the rule's process without the interpreter's module teardown.
+
+    Every output is written and closed by then (atomic writes, context managers), so the teardown
+    only frees memory the OS reclaims anyway, and with torch and timm loaded it costs about 1.5 s
+    per job (measured here: 3.7 s vs 5.3 s for importing torch and timm and exiting). Registered
+    exit handlers still run and every stream is flushed first.
+    """
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__, log_fh):
+        if stream is not None and not getattr(stream, "closed", False):
+            stream.flush()
+    if log_fh is not None:
+        log_fh.close()
+    os._exit(code)

@@ -348,6 +348,30 @@ def test_frechet_distance_rank_deficient_matches_torch_fidelity():
     assert got > 1.0
 
 
+@pytest.mark.parametrize("n1, n2", [(20, 25), (25, 20), (60, 12), (12, 300), (12, 400), (70, 90), (400, 500)])
+def test_fid_from_features_matches_scipy_sqrtm_in_every_regime(n1, n2):
+    """Both sets smaller than D, one larger, both larger: each branch against scipy's sqrtm on the covariances."""
+    rng = np.random.default_rng(n1 * 1000 + n2)
+    d = 64
+    mix = rng.normal(size=(d, d))
+    f1 = rng.normal(size=(n1, d)) @ mix
+    f2 = rng.normal(loc=0.2, size=(n2, d)) @ (mix + 0.3 * rng.normal(size=(d, d)))
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    cross = np.real(scipy.linalg.sqrtm(s1 @ s2))
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(cross)
+    assert fid.fid_from_features(f1, f2) == pytest.approx(expected, rel=1e-6)
+    assert fid.fid_from_features(f1, f2) == pytest.approx(fid.fid_from_features(f2, f1), rel=1e-9)
+    assert fid.fid_from_features(f1, f1) == pytest.approx(0.0, abs=1e-6 * expected)
+
+
+def test_fid_from_features_rejects_mismatched_sets():
+    with pytest.raises(ValueError, match="equal D"):
+        fid.fid_from_features(np.zeros((5, 3)), np.zeros((5, 4)))
+    with pytest.raises(ValueError, match="N >= 2"):
+        fid.fid_from_features(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
 def test_fid_of_a_set_with_itself_is_zero(real_inception_features):
     rng = np.random.default_rng(5)
     feats = np.concatenate([real_inception_features[:, :32], rng.normal(size=(60, 32))])
