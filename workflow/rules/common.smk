@@ -147,6 +147,21 @@ def selector_input(wildcards):
 # ------------------------------------------------------------------------------------ downstream
 
 
+# downstream.seeds_in_one_job: one train_classifier job per (architecture, training set) trains every seed in
+# turn (one process start-up and data load instead of one per seed: a single machine); false (the default)
+# gives one job per seed (a cluster runs the seeds side by side). The files per seed are the same either way.
+SEEDS_IN_ONE_JOB = bool(DS.get("seeds_in_one_job", False))
+
+
+def classifier_run_files(kind, name):
+    """Output, log or benchmark path(s) of train_classifier: per seed, or for every seed when they share a job."""
+    if kind == "output":
+        pattern = f"{R}/downstream/{{arch}}/{{variant}}/seed{{seed}}/{name}"
+        return [pattern.replace("{seed}", str(s)) for s in DS["seeds"]] if SEEDS_IN_ONE_JOB else pattern
+    seeds = "all_seeds" if SEEDS_IN_ONE_JOB else "seed{seed}"
+    return f"{R}/{kind}/train_classifier/{{arch}}/{{variant}}/{seeds}.{'log' if kind == 'logs' else 'tsv'}"
+
+
 def synthetic_input(wildcards):
     """The generated-image file of the training set (none for `real`); see histaug/trainsets.py."""
     path = parse_trainset(wildcards.variant).samples_file(R)

@@ -1,5 +1,5 @@
-# Stage 4, downstream: one job per (architecture, training set, seed); checkpoint chosen on the
-# real validation split, metrics on the real test split.
+# Stage 4, downstream: one job per (architecture, training set, seed), or per (architecture, training set)
+# with downstream.seeds_in_one_job; checkpoint chosen on the real validation split, metrics on the real test split.
 
 
 rule train_classifier:
@@ -10,9 +10,9 @@ rule train_classifier:
         synthetic=synthetic_input,
         head=head_input,
     output:
-        metrics=f"{R}/downstream/{{arch}}/{{variant}}/seed{{seed}}/metrics.json",
-        predictions=f"{R}/downstream/{{arch}}/{{variant}}/seed{{seed}}/predictions.csv",
-        model=f"{R}/downstream/{{arch}}/{{variant}}/seed{{seed}}/model.pt",
+        metrics=classifier_run_files("output", "metrics.json"),
+        predictions=classifier_run_files("output", "predictions.csv"),
+        model=classifier_run_files("output", "model.pt"),
     params:
         downstream=DS,
         compute=config["compute"],
@@ -21,9 +21,9 @@ rule train_classifier:
     resources:
         gpu=1,
     log:
-        f"{R}/logs/train_classifier/{{arch}}/{{variant}}/seed{{seed}}.log",
+        classifier_run_files("logs", None),
     benchmark:
-        f"{R}/benchmarks/train_classifier/{{arch}}/{{variant}}/seed{{seed}}.tsv"
+        classifier_run_files("benchmarks", None)
     conda:
         HISTAUG_ENV
     script:
