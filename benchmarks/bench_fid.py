@@ -87,19 +87,28 @@ def _run_one(weights: str, images: np.ndarray, batch_size: int, threads: int | N
     )
 
 
-def time_metrics(n: int, seed: int = 0) -> dict:
-    """Seconds for FID (2048-d sqrtm) and KID (100 subsets) on random n x 2048 features."""
-    rng = np.random.default_rng(seed)
-    real, fake = rng.normal(size=(n, 2048)), rng.normal(loc=0.05, size=(n, 2048))
-    t0 = time.perf_counter()
-    mu_r, s_r = fid.feature_statistics(real)
-    mu_f, s_f = fid.feature_statistics(fake)
-    fid.frechet_distance(mu_r, s_r, mu_f, s_f)
-    fid_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fid.kernel_inception_distance(real, fake, subset_size=min(n, 1000), subsets=100, seed=seed)
-    kid_s = time.perf_counter() - t0
-    return {"n_per_set": n, "fid_seconds": round(fid_s, 2), "kid_100_subsets_seconds": round(kid_s, 2)}
+def time_metrics(sizes=(32, 500, 3000), seed: int = 0) -> list[dict]:
+    """Seconds for FID on random N x 2048 features per set, both ways (D x D statistics, and
+    :func:`histaug.fid.fid_from_features`, which works in N x N below N = 2048), and for KID (100 subsets)."""
+    out = []
+    for n in sizes:
+        rng = np.random.default_rng(seed)
+        real, fake = rng.normal(size=(n, 2048)), rng.normal(loc=0.05, size=(n, 2048))
+        t0 = time.perf_counter()
+        by_statistics = fid.frechet_distance(*fid.feature_statistics(real), *fid.feature_statistics(fake))
+        stats_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        by_features = fid.fid_from_features(real, fake)
+        feats_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fid.kernel_inception_distance(real, fake, subset_size=min(n, 1000), subsets=100, seed=seed)
+        kid_s = time.perf_counter() - t0
+        out.append({"n_per_set": n, "fid_statistics_seconds": round(stats_s, 3),
+                    "fid_from_features_seconds": round(feats_s, 3),
+                    "relative_difference": abs(by_features - by_statistics) / abs(by_statistics),
+                    "kid_100_subsets_seconds": round(kid_s, 2)})
+        print(json.dumps(out[-1]), file=sys.stderr)
+    return out
 
 
 def main(argv=None) -> dict:
@@ -109,6 +118,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--metrics", action="store_true", help="also time FID/KID on 2048-d features")
+    ap.add_argument("--metric-sizes", type=int, nargs="+", default=[32, 500, 3000],
+                    help="images per set for --metrics")
     ap.add_argument("--layouts", nargs="+", default=["contiguous", "channels_last"],
                     choices=["contiguous", "channels_last"], help="memory layouts to compare (compute.channels_last)")
     ap.add_argument("--out", help="write the results as JSON here")
@@ -156,7 +167,7 @@ def main(argv=None) -> dict:
         "runs": runs,
     }
     if args.metrics:
-        report["metrics"] = time_metrics(min(args.n_images, 1000))
+        report["metrics"] = time_metrics(args.metric_sizes)
     if args.out:
         write_json(report, args.out)
     print(json.dumps(report, indent=2))
