@@ -45,10 +45,22 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("HISTAUG_SHARED_DATA", REPO.parent / "shared" / "data")) / "pcam-real-negatives"
 
 
-def dry_run(args: list[str]) -> dict:
+#: A one-rule workflow that imports nothing: its dry run is Snakemake's own floor in this environment
+#: (interpreter, Snakemake's imports and plugins, config handling, DAG machinery), which no workflow can go below.
+FLOOR_SNAKEFILE = """
+rule all:
+    input: "out.txt"
+
+rule make:
+    output: "out.txt"
+    shell: "touch {output}"
+"""
+
+
+def dry_run(args: list[str], cwd: Path = REPO) -> dict:
     """One `snakemake -n` in a fresh process: wall seconds, peak RSS (MiB), planned jobs, heavy modules."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", _PROBE, json.dumps(args), json.dumps(HEAVY)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-c", _PROBE, json.dumps(args), json.dumps(HEAVY)], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = proc.stdout.read()  # one pipe for both streams: reading to its end cannot block the child
     _, status, usage = os.wait4(proc.pid, 0)  # wait4, not wait: the rusage of this child alone
@@ -75,13 +87,20 @@ def main(argv: list[str] | None = None) -> dict:
         args = ["-n", "--cores", "1", "--configfile", a.configfile,
                 "--config", f"data_dir={a.data_dir}", f"results_dir={results}"]
         runs = [dry_run(args) for _ in range(a.repeats)]
+    with tempfile.TemporaryDirectory(prefix="bench_parse_floor_") as floor_dir:
+        (Path(floor_dir) / "Snakefile").write_text(FLOOR_SNAKEFILE)
+        floor = [dry_run(["-n", "--cores", "1"], cwd=Path(floor_dir))["wall_s"] for _ in range(a.repeats)]
     walls = [r["wall_s"] for r in runs]
     summary = {"configfile": a.configfile, "repeats": a.repeats, "jobs": runs[0]["jobs"],
                "wall_s_median": statistics.median(walls), "wall_s_min": min(walls),
                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "heavy_modules": runs[0]["heavy_modules"],
+               "snakemake_floor_s_median": statistics.median(floor),
+               "workflow_share_s": statistics.median(walls) - statistics.median(floor),
                "python": platform.python_version(), "cpus": os.cpu_count()}
     print(f"snakemake -n --configfile {a.configfile}: {summary['jobs']} jobs")
     print(f"  wall   median {summary['wall_s_median']:.2f} s, min {summary['wall_s_min']:.2f} s ({a.repeats} runs)")
+    print(f"  Snakemake's own floor (a one-rule workflow): median {summary['snakemake_floor_s_median']:.2f} s; "
+          f"this workflow's share: {summary['workflow_share_s']:.2f} s")
     print(f"  peak RSS {summary['peak_rss_mb']:.0f} MiB")
     print(f"  heavy modules imported while parsing: {', '.join(summary['heavy_modules']) or 'none'}")
     if a.out:
