@@ -227,6 +227,7 @@ class _ClassifierRun:
             "head": head["digest"] if head is not None else None, "heads": self.heads, "precision": self.precision,
             "channels_last": self.channels_last, "device": self.device.type, "seed": self.seed,
             "data": _fingerprint(self.train_x, self.train_y, self.valid_x, self.valid_y),
+            **({"passes_per_epoch": self.passes_per_epoch} if self.passes_per_epoch > 1 else {}),
         })
         self._build(lr_scale)
         self.guard = DivergenceGuard(f"classifier {arch} (seed {seed})", self._fix())
@@ -256,6 +257,13 @@ class _ClassifierRun:
         self.norm = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
         self.lr_key = f"downstream.arch_overrides.{self.arch}.lr" if "lr" in overrides else "downstream.lr"
         self.state_every = float(cfg.get("state_every_seconds") or 0)
+        n = len(self.train_x)
+        # A trailing batch of one image is dropped: BatchNorm cannot train on a single sample.
+        self.steps_per_pass = n // self.batch_size + (1 if n % self.batch_size >= 2 else 0)
+        # On a training set too small for min_steps_per_epoch batches, an epoch is several passes over it, so the
+        # epoch budget, patience, warm-up and validation keep the length they were tuned for.
+        self.passes_per_epoch = max(1, -(-int(cfg.get("min_steps_per_epoch") or 0) // max(self.steps_per_pass, 1)))
+        self.steps_per_epoch = self.passes_per_epoch * self.steps_per_pass
         head = self.head
         if head is not None:
             self.image_size, self.pretrained = int(head["image_size"]), None
@@ -313,9 +321,6 @@ class _ClassifierRun:
             self.model.to(memory_format=torch.channels_last)
         self.forward = compiled(self.model, self.compile)  # the calls; self.model keeps weights and names
         self.optimizer = make_optimizer(self.model, self.lr * lr_scale, self.weight_decay)
-        n = len(self.train_x)
-        # A trailing batch of one image is dropped: BatchNorm cannot train on a single sample.
-        self.steps_per_epoch = n // self.batch_size + (1 if n % self.batch_size >= 2 else 0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.epochs * self.steps_per_epoch, round(self.warmup_epochs * self.steps_per_epoch)))
         self.batches = BatchSampler(self.train_y, self.batch_size, True, self.seed) if self.balanced else None
@@ -364,12 +369,14 @@ class _ClassifierRun:
         self.model.train()
         n, bs = len(self.train_x), self.batch_size
         images, labels = torch.from_numpy(self.train_x), torch.from_numpy(self.train_y)
-        perm = torch.randperm(n, generator=self.generator) if self.batches is None else None
         loss_sum, seen = torch.zeros((), dtype=torch.float64), 0
         bar = progress(range(self.steps_per_epoch), desc=f"{self.arch} seed {self.seed} epoch {epoch + 1}/{self.epochs}",
                        unit="batch", leave=False)
         for step in bar:
-            idx = perm[step * bs: (step + 1) * bs] if perm is not None else self.batches.next()
+            within = step % self.steps_per_pass
+            if within == 0 and self.batches is None:
+                perm = torch.randperm(n, generator=self.generator)  # a new order for every pass over the data
+            idx = perm[within * bs: (within + 1) * bs] if self.batches is None else self.batches.next()
             x = to_model_input(images[idx], self.image_size, self.norm["mean"], self.norm["std"], self.device,
                                self.channels_last, augment_generator=self.generator if self.augment else None,
                                pin_memory=self.pin_memory)

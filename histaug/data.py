@@ -404,12 +404,26 @@ def stratified_subset(labels: np.ndarray, fraction: float | None, count: int | N
     return np.sort(np.concatenate(chosen))
 
 
+def subset_count(n: int, subset_cfg: dict, log=None) -> int | None:
+    """config subset.count, or, when subset.fraction of the n training images falls below subset.min_count, that
+    floor (all n images when there are fewer); None = the plain fraction. A small folder then still trains its
+    classifiers on enough images, while a large one keeps its fraction."""
+    count, floor, fraction = subset_cfg.get("count"), subset_cfg.get("min_count"), subset_cfg.get("fraction")
+    if count is not None or not floor or fraction is None or round(float(fraction) * n) >= int(floor):
+        return count
+    if log:
+        log.info("subset: subset.fraction=%s gives %d of %d training images, below subset.min_count=%d; taking %d",
+                 fraction, round(float(fraction) * n), n, int(floor), min(int(floor), n))
+    return min(int(floor), n)
+
+
 def write_train_subset(labels_csv, subset_cfg: dict, out_csv, log=None) -> pd.DataFrame:
     """Rule subset: the seeded, stratified part of the training split (index, id, label) -> out_csv.
     Reads only the four columns it needs of labels.csv."""
     table = pd.read_csv(labels_csv, usecols=["split", "index", "id", "label"], dtype={"id": str})
     train = table[table["split"] == "train"].sort_values("index")
-    rows = stratified_subset(train["label"].to_numpy(), subset_cfg.get("fraction"), subset_cfg.get("count"),
+    count = subset_count(len(train), subset_cfg, log)
+    rows = stratified_subset(train["label"].to_numpy(), subset_cfg.get("fraction"), count,
                              int(subset_cfg["seed"]), min_per_class=int(subset_cfg.get("min_per_class", 1)),
                              ids=train["id"].tolist())
     chosen = train.iloc[rows][["index", "id", "label"]]

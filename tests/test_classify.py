@@ -365,3 +365,30 @@ def test_arch_overrides_change_only_their_architecture(brightness_split, tmp_pat
     cfg["arch_overrides"] = {"resnet34": {"lr": 3e-3}}
     train_classifier("resnet34", *data, cfg, COMPUTE_FP32, seed=0, out_dir=tmp_path / "r34o")
     assert torch.load(tmp_path / "r34o" / "model.pt", weights_only=True)["meta"]["lr"] == pytest.approx(3e-3)
+
+
+def test_min_steps_per_epoch_makes_an_epoch_several_passes_over_a_small_set(brightness_split, tmp_path):
+    """32 images in batches of 16 are 2 steps per pass; min_steps_per_epoch 3 makes an epoch 2 passes. Two such
+    epochs are the same training, step for step, as four one-pass epochs with the same total warm-up: the
+    same final weights, and each long epoch's loss the mean of two short ones."""
+    data = _tiny(brightness_split)
+    cfg = {**TINY_CFG, "warmup_epochs": 0.5}
+    long = train_classifier("resnet34", *data, {**cfg, "epochs": 2, "min_steps_per_epoch": 3}, COMPUTE_FP32, seed=0,
+                            out_dir=tmp_path / "long", keep_state=True)
+    short = train_classifier("resnet34", *data, {**cfg, "epochs": 4, "warmup_epochs": 1.0}, COMPUTE_FP32, seed=0,
+                             out_dir=tmp_path / "short", keep_state=True)
+    assert long["finished"] and short["finished"]
+    h_long, h_short = pd.read_csv(tmp_path / "long/history.csv"), pd.read_csv(tmp_path / "short/history.csv")
+    assert len(h_long) == 2 and len(h_short) == 4
+    np.testing.assert_allclose(h_long["train_loss"], h_short["train_loss"].to_numpy().reshape(2, 2).mean(axis=1),
+                               rtol=1e-5)
+    w_long = torch.load(tmp_path / "long/state/last.pt", weights_only=True)["model"]
+    w_short = torch.load(tmp_path / "short/state/last.pt", weights_only=True)["model"]
+    assert all(torch.allclose(w_long[k].float(), w_short[k].float(), atol=1e-6) for k in w_long)
+    # a set that already has enough steps per pass is trained exactly as without the setting
+    same = train_classifier("resnet34", *data, {**cfg, "epochs": 2, "min_steps_per_epoch": 2}, COMPUTE_FP32, seed=0,
+                            out_dir=tmp_path / "same")
+    plain = train_classifier("resnet34", *data, {**cfg, "epochs": 2}, COMPUTE_FP32, seed=0, out_dir=tmp_path / "plain")
+    assert same["valid_auc"] == plain["valid_auc"]
+    assert pd.read_csv(tmp_path / "same/history.csv")["train_loss"].tolist() == \
+        pd.read_csv(tmp_path / "plain/history.csv")["train_loss"].tolist()

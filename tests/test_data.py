@@ -56,6 +56,18 @@ def test_stratified_subset_fraction_count_and_determinism():
         data.stratified_subset(y, None, 5000, seed=0)
 
 
+def test_subset_min_count_is_a_floor_under_the_fraction_for_small_folders():
+    cfg = {"fraction": 0.25, "count": None, "min_count": 256, "seed": 0}
+    assert data.subset_count(327, cfg) == 256     # 25% would be 82 images
+    assert data.subset_count(200, cfg) == 200     # fewer than the floor: all of them
+    assert data.subset_count(1182, cfg) is None   # 25% = 296 >= 256: the fraction as it is
+    assert data.subset_count(327, {**cfg, "min_count": None}) is None
+    assert data.subset_count(327, {**cfg, "count": 50}) == 50  # an explicit count wins
+    y = np.array([0] * 200 + [1] * 127)
+    s = data.stratified_subset(y, 0.25, data.subset_count(len(y), cfg), seed=0)
+    assert len(s) == 256 and abs((y[s] == 1).sum() - 256 * 127 / 327) <= 1
+
+
 def test_ingest_kaggle_folder_real_patches(tmp_path, shared_patches_dir):
     labels = [0, 1] * 30
     src = make_folder(tmp_path / "in", shared_patches_dir, 60, labels)
