@@ -1,7 +1,7 @@
 """Benchmark Inception feature extraction for FID/KID on 96x96 patches.
 
 Measures images/s and peak resident memory of torch-fidelity's inception-v3-compat extractor
-(histaug.fid.InceptionFeatures) for several batch sizes. Each batch size runs in a fresh
+(histaug.inception.InceptionFeatures) for several batch sizes. Each batch size runs in a fresh
 process so its peak memory is not masked by an earlier run.
 
     python benchmarks/bench_fid.py                       # weights from the config, else built to a temp dir
@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from histaug import fid  # noqa: E402
+from histaug import fid, inception  # noqa: E402
 from histaug.utils import write_json  # noqa: E402
 
 
@@ -63,12 +63,12 @@ def _run_one(weights: str, images: np.ndarray, batch_size: int, threads: int | N
         torch.set_num_threads(threads)
     base = _rss_now_mb()
     t0 = time.perf_counter()
-    extractor = fid.InceptionFeatures(weights, device="cpu", channels_last=channels_last)
+    extractor = inception.InceptionFeatures(weights, device="cpu", channels_last=channels_last)
     load_s = time.perf_counter() - t0
     after_load = _rss_now_mb()
     extractor(images[: min(2, len(images))])  # warm-up (allocator, kernels)
     t0 = time.perf_counter()
-    feats = fid.extract_features(extractor, images, batch_size=batch_size, desc=f"bs={batch_size}")
+    feats = inception.extract_features(extractor, images, batch_size=batch_size, desc=f"bs={batch_size}")
     elapsed = time.perf_counter() - t0
     queue.put(
         {
@@ -137,9 +137,9 @@ def main(argv=None) -> dict:
             weights = configured
         else:
             tmpdir = tempfile.TemporaryDirectory(prefix="bench_fid_")
-            checkpoint = fid.locate_fid_helper_checkpoint(cfg["evaluation"]["inception"]["fid_helper_checkpoint"])
+            checkpoint = inception.locate_fid_helper_checkpoint(cfg["evaluation"]["inception"]["fid_helper_checkpoint"])
             t0 = time.perf_counter()
-            weights = fid.build_inception_weights(checkpoint, Path(tmpdir.name) / configured.name)
+            weights = inception.build_inception_weights(checkpoint, Path(tmpdir.name) / configured.name)
             print(f"built weights in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
     images, source = load_patches(args.n_images)

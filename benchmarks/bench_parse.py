@@ -56,6 +56,17 @@ rule make:
     shell: "touch {output}"
 """
 
+#: The same number of jobs as the measured workflow, each a one-line `script:` job of one rule and nothing
+#: else: Snakemake's cost of a DAG of that size here (it reads every script job's source while building it).
+SIZED_SNAKEFILE = """
+rule all:
+    input: expand("out/{{i}}.txt", i=range({n}))
+
+rule make:
+    output: "out/{{i}}.txt"
+    script: "write.py"
+"""
+
 
 def dry_run(args: list[str], cwd: Path = REPO) -> dict:
     """One `snakemake -n` in a fresh process: wall seconds, peak RSS (MiB), planned jobs, heavy modules."""
@@ -90,17 +101,25 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_parse_floor_") as floor_dir:
         (Path(floor_dir) / "Snakefile").write_text(FLOOR_SNAKEFILE)
         floor = [dry_run(["-n", "--cores", "1"], cwd=Path(floor_dir))["wall_s"] for _ in range(a.repeats)]
+    with tempfile.TemporaryDirectory(prefix="bench_parse_sized_") as sized_dir:
+        (Path(sized_dir) / "Snakefile").write_text(SIZED_SNAKEFILE.format(n=max(runs[0]["jobs"] - 1, 1)))
+        (Path(sized_dir) / "write.py").write_text('open(snakemake.output[0], "w").close()\n')
+        sized = [dry_run(["-n", "--cores", "1"], cwd=Path(sized_dir)) for _ in range(a.repeats)]
     walls = [r["wall_s"] for r in runs]
     summary = {"configfile": a.configfile, "repeats": a.repeats, "jobs": runs[0]["jobs"],
                "wall_s_median": statistics.median(walls), "wall_s_min": min(walls),
                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "heavy_modules": runs[0]["heavy_modules"],
                "snakemake_floor_s_median": statistics.median(floor),
                "workflow_share_s": statistics.median(walls) - statistics.median(floor),
+               "trivial_same_size_jobs": sized[0]["jobs"],
+               "trivial_same_size_s_median": statistics.median(r["wall_s"] for r in sized),
                "python": platform.python_version(), "cpus": os.cpu_count()}
     print(f"snakemake -n --configfile {a.configfile}: {summary['jobs']} jobs")
     print(f"  wall   median {summary['wall_s_median']:.2f} s, min {summary['wall_s_min']:.2f} s ({a.repeats} runs)")
     print(f"  Snakemake's own floor (a one-rule workflow): median {summary['snakemake_floor_s_median']:.2f} s; "
           f"this workflow's share: {summary['workflow_share_s']:.2f} s")
+    print(f"  a trivial workflow of the same size ({summary['trivial_same_size_jobs']} one-line script jobs): "
+          f"median {summary['trivial_same_size_s_median']:.2f} s")
     print(f"  peak RSS {summary['peak_rss_mb']:.0f} MiB")
     print(f"  heavy modules imported while parsing: {', '.join(summary['heavy_modules']) or 'none'}")
     if a.out:

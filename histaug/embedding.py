@@ -209,7 +209,7 @@ def feature_extractor(kind: str, *, classifier: str | Path | None = None, incept
         model, meta = load_classifier(classifier, device=device)
         return lambda x: penultimate_features(model, meta, x, batch_size=batch_size).astype(np.float64)
     if kind == "inception":
-        from .fid import extract_features, inception_from_status
+        from .inception import extract_features, inception_from_status
         from .utils import read_json
 
         net = inception_from_status(

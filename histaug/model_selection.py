@@ -33,14 +33,8 @@ from typing import Callable
 import numpy as np
 from torch import nn
 
-from .fid import (
-    FID_HELPER_PACKAGE,
-    WEIGHTS_KEY,
-    InceptionFeatures,
-    extract_features,
-    fid_from_features,
-    inception_from_status,
-)
+from .fid import fid_from_features
+from .inception import FID_HELPER_PACKAGE, WEIGHTS_KEY, InceptionFeatures, extract_features, inception_from_status
 from .sampling import draw_combinations, generate_for
 from .utils import PipelineError, cap_images  # noqa: F401  (cap_images: the real-image subset, seed SEED)
 
@@ -82,7 +76,7 @@ class FIDScorer:
 
     real_images: uint8 (N, H, W, 3) at the generator's resolution (the loop resizes them as it
                  resizes the training images).
-    feature_fn:  uint8 (B, H, W, 3) -> (B, D), e.g. :class:`histaug.fid.InceptionFeatures`.
+    feature_fn:  uint8 (B, H, W, 3) -> (B, D), e.g. :class:`histaug.inception.InceptionFeatures`.
     n_images:    generated images per evaluation, balanced over ``num_classes``; or, with
                  ``label_rows`` (the training images' attribute levels, for an attribute-conditioned
                  generator), conditioned on a seeded draw of ``n_images`` of those rows.

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-import models.attributegan as ag  # registers the family (the lead wires it into models/__init__.py)
+import models.attributegan as ag
+import models.attributegan_objective as ago
 from histaug.generator_checkpoint import load_generator
 from histaug.train_generator import train_generator
 from histaug.utils import PipelineError
@@ -81,19 +82,19 @@ def test_contrastive_loss_is_eq1(variant, t):
     gen = torch.Generator().manual_seed(1)
     f, l = torch.randn(7, 5, generator=gen), torch.randn(7, 5, generator=gen)
     y = [2, 0, 2, 1, 2, 0, -1]  # three samples of class 2, two of class 0, one without a class
-    got = ag.conditional_contrastive_loss(f, l, torch.tensor(y), t, **variant)
+    got = ago.conditional_contrastive_loss(f, l, torch.tensor(y), t, **variant)
     assert float(got) == pytest.approx(eq1_with_loops(f, l, y, t, **variant), rel=1e-5)
 
 
 def test_contrastive_loss_switches_differ_as_stated():
     gen = torch.Generator().manual_seed(2)
     f, l, y = torch.randn(6, 4, generator=gen), torch.randn(6, 4, generator=gen), torch.tensor([0, 0, 1, 1, 1, 2])
-    paper = ag.conditional_contrastive_loss(f, l, y, 0.5)
-    code = ag.conditional_contrastive_loss(f, l, y, 0.5, self_positive=False)
+    paper = ago.conditional_contrastive_loss(f, l, y, 0.5)
+    code = ago.conditional_contrastive_loss(f, l, y, 0.5, self_positive=False)
     assert float(paper) < float(code)  # the self pair adds e^{1/t} to every numerator
     # the code's margin multiplies numerator and denominator by e^{-m/t}: it cancels
-    torch.testing.assert_close(code, ag.conditional_contrastive_loss(f, l, y, 0.5, self_positive=False, margin=0.7))
-    factor = ag.conditional_contrastive_loss(f, l, y, 0.5, self_positive=False, temperature_factor=True)
+    torch.testing.assert_close(code, ago.conditional_contrastive_loss(f, l, y, 0.5, self_positive=False, margin=0.7))
+    factor = ago.conditional_contrastive_loss(f, l, y, 0.5, self_positive=False, temperature_factor=True)
     assert float(factor - code) == pytest.approx(-math.log(0.5), rel=1e-5)
 
 
@@ -350,12 +351,12 @@ def test_losses_are_the_stated_sums():
     hinge = F.relu(1 - out_r["source"]).mean() + F.relu(1 + out_f["source"]).mean()  # real pushed high
     decoded = out_r["reconstruct"]()
     recon = F.mse_loss(*decoded["full"]) + F.mse_loss(*decoded["quadrant"])
-    ccl = ag.conditional_contrastive_loss(out_r["features"], out_r["proxy"], COND.contrastive_class(LABELS))
+    ccl = ago.conditional_contrastive_loss(out_r["features"], out_r["proxy"], COND.contrastive_class(LABELS))
     torch.testing.assert_close(d_loss, hinge + 2.0 * recon + 0.5 * ccl)
     assert set(terms) == {"d_adv", "d_recon", "d_ccl", "d_loss"} and all(v.dim() == 0 and not v.requires_grad for v in terms.values())
     g_loss, g_terms = obj.generator_loss(D, fake, LABELS)
     out = D(fake, LABELS)
-    g_ccl = ag.conditional_contrastive_loss(out["features"], out["proxy"], COND.contrastive_class(LABELS))
+    g_ccl = ago.conditional_contrastive_loss(out["features"], out["proxy"], COND.contrastive_class(LABELS))
     torch.testing.assert_close(g_loss, -out["source"].mean() + 0.5 * g_ccl)
     assert set(g_terms) == {"g_adv", "g_ccl", "g_loss"}
 
@@ -387,7 +388,7 @@ def test_family_is_registered_for_attributes_only():
         build_generator(tiny_cfg(), 2, name="ag")
     parts = build_generator(tiny_cfg(), COND, name="ag")
     assert parts.trainer == "adversarial" and parts.augment is None
-    assert isinstance(parts.objective, ag.AttributeGANObjective)
+    assert isinstance(parts.objective, ago.AttributeGANObjective)
     assert parts.objective.generator_parameters() == [] == parts.objective.discriminator_parameters()
 
 

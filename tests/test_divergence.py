@@ -23,7 +23,8 @@ from histaug.guard import DivergenceGuard, TrainingDiverged, divergence_settings
 from histaug.losses import AdversarialObjective
 from histaug.train_generator import train_generator
 from histaug.utils import PipelineError
-from models.hvitgan import DEMO_CONFIG, HViTGANObjective
+from models.hvitgan import DEMO_CONFIG
+from models.hvitgan_objective import HViTGANObjective
 
 from conftest import REPO, alternating_labels, capture_logger, tiny_cgan_cfg, tiny_cvae_cfg  # noqa: E402
 

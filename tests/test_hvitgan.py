@@ -10,18 +10,14 @@ from models.hvitgan import (
     DEMO_CONFIG,
     HVITGAN_DEFAULTS,
     PAPER_CONFIG,
-    ConditionalLayerNorm,
-    GridAttention,
     HViTGANDiscriminator,
     HViTGANGenerator,
-    TransformerEncoder,
     build_hvitgan,
     build_medvitgan,
     count_parameters,
     resolve_config,
-    window_merge,
-    window_partition,
 )
+from models.vit_layers import ConditionalLayerNorm, GridAttention, TransformerEncoder, window_merge, window_partition
 
 # Small enough for CPU tests; C = 128 gives stage widths 128, 32, 8, 2.
 SMALL_G = dict(embed_dim=128, depth=1, heads=[2, 2, 2, 1], latent_dim=16)

@@ -16,7 +16,9 @@ from histaug.train_generator import prepare_images, to_model_range, train_genera
 from histaug.utils import PipelineError
 from models import available_families, build_generator
 from models.diffaug import PAPER_POLICY, DiffAugment
-from models.hvitgan import DEMO_CONFIG, ConditionalLayerNorm, HViTGANObjective
+from models.hvitgan import DEMO_CONFIG
+from models.hvitgan_objective import HViTGANObjective
+from models.vit_layers import ConditionalLayerNorm
 
 from conftest import alternating_labels  # noqa: E402
 

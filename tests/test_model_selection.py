@@ -10,11 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from histaug import fid
+from histaug import inception
 from histaug import train_generator as tg
 from histaug.config import load_config, validate_config
 from histaug.model_selection import (
-    FIDScorer,
     balanced_counts,
     cap_images,
     inception_feature_fn,
@@ -270,14 +269,14 @@ def test_changed_selection_or_validation_data_starts_fresh(tmp_path, data):
 @pytest.fixture(scope="module")
 def inception_weights(tmp_path_factory):
     out = tmp_path_factory.mktemp("inception") / "weights-inception-2015-12-05-6726825d.pth"
-    fid.build_inception_weights(fid.locate_fid_helper_checkpoint("auto"), out)
+    inception.build_inception_weights(inception.locate_fid_helper_checkpoint("auto"), out)
     return out
 
 
 def test_real_inception_selection(tmp_path, data, inception_weights):
     x, y, valid = data
     features = inception_feature_fn({"status": "ok", "weights": str(inception_weights),
-                                     "sha256": fid.sha256_of_file(inception_weights)}, "g", "cpu")
+                                     "sha256": inception.sha256_of_file(inception_weights)}, "g", "cpu")
     cfg = cgan_cfg(steps=2, log_every=1, model_selection={"every": 1, "n_images": 6})
     out = tmp_path / "g" / "checkpoint.pt"
     summary = train_generator("g", cfg, x, y, 2, out, tmp_path / "g" / "state", CPU,

@@ -4,7 +4,8 @@ import torch
 
 from histaug.speed import compile_enabled, compiled, pin_memory_enabled, to_device
 from histaug.utils import PipelineError
-from models.hvitgan import DEMO_CONFIG, MultiHeadSelfAttention, build_hvitgan, set_fused_attention
+from models.hvitgan import DEMO_CONFIG, build_hvitgan, set_fused_attention
+from models.vit_layers import MultiHeadSelfAttention
 
 
 def test_compile_setting_per_stage():

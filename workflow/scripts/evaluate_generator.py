@@ -1,7 +1,8 @@
 """Rule evaluate_generator: FID/KID (Inception and real-data classifier feature spaces), selection counts, and
 for GANs with a class head that head's test metrics as the GAN trained it (no fine-tuning)."""
 from histaug.classify import load_classifier, penultimate_features
-from histaug.fid import InceptionFeatures, extract_features, fid_infinity, generation_metrics, load_features
+from histaug.fid import fid_infinity, generation_metrics, load_features
+from histaug.inception import InceptionFeatures, extract_features
 from histaug.io import read_images
 from histaug.labels import load_labelled
 from histaug.metrics import classification_metrics

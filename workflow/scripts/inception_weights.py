@@ -7,7 +7,7 @@ never unpickled). When no weights can be built, records `n/a` with the reason: F
 space are then reported as n/a and the pipeline goes on (never random weights). The status records
 the file's SHA-256, which every consumer checks before use.
 """
-from histaug.fid import InceptionUnavailable, resolve_inception_weights
+from histaug.inception import InceptionUnavailable, resolve_inception_weights
 from histaug.rulekit import run_rule
 from histaug.utils import write_json
 

@@ -2,7 +2,8 @@
 import numpy as np
 
 from histaug.classify import load_classifier, penultimate_features
-from histaug.fid import InceptionFeatures, extract_features, save_features
+from histaug.fid import save_features
+from histaug.inception import InceptionFeatures, extract_features
 from histaug.io import read_images, resize_images
 from histaug.rulekit import run_rule
 from histaug.utils import get_device, read_json
