@@ -85,6 +85,14 @@ def dry_run(args: list[str], cwd: Path = REPO) -> dict:
             "heavy_modules": json.loads(heavy.group(1)) if heavy else None}
 
 
+def reference_runs(files: dict[str, str], repeats: int) -> list[dict]:
+    """Dry runs of a reference workflow made of ``files`` (name -> text) in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="bench_parse_reference_") as folder:
+        for name, text in files.items():
+            (Path(folder) / name).write_text(text)
+        return [dry_run(["-n", "--cores", "1"], cwd=Path(folder)) for _ in range(repeats)]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configfile", default="config/config.yaml")
@@ -98,13 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
         args = ["-n", "--cores", "1", "--configfile", a.configfile,
                 "--config", f"data_dir={a.data_dir}", f"results_dir={results}"]
         runs = [dry_run(args) for _ in range(a.repeats)]
-    with tempfile.TemporaryDirectory(prefix="bench_parse_floor_") as floor_dir:
-        (Path(floor_dir) / "Snakefile").write_text(FLOOR_SNAKEFILE)
-        floor = [dry_run(["-n", "--cores", "1"], cwd=Path(floor_dir))["wall_s"] for _ in range(a.repeats)]
-    with tempfile.TemporaryDirectory(prefix="bench_parse_sized_") as sized_dir:
-        (Path(sized_dir) / "Snakefile").write_text(SIZED_SNAKEFILE.format(n=max(runs[0]["jobs"] - 1, 1)))
-        (Path(sized_dir) / "write.py").write_text('open(snakemake.output[0], "w").close()\n')
-        sized = [dry_run(["-n", "--cores", "1"], cwd=Path(sized_dir)) for _ in range(a.repeats)]
+    floor = [r["wall_s"] for r in reference_runs({"Snakefile": FLOOR_SNAKEFILE}, a.repeats)]
+    sized = reference_runs({"Snakefile": SIZED_SNAKEFILE.format(n=max(runs[0]["jobs"] - 1, 1)),
+                            "write.py": 'open(snakemake.output[0], "w").close()\n'}, a.repeats)
     walls = [r["wall_s"] for r in runs]
     summary = {"configfile": a.configfile, "repeats": a.repeats, "jobs": runs[0]["jobs"],
                "wall_s_median": statistics.median(walls), "wall_s_min": min(walls),

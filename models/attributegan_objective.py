@@ -87,19 +87,21 @@ class AttributeGANObjective(nn.Module):
         pairs = [decoded["full"]] + ([decoded["quadrant"]] if "quadrant" in decoded else [])
         return sum(F.mse_loss(recon.float(), target.float()) for recon, target in pairs)
 
+    @staticmethod
+    def _add(total: torch.Tensor, terms: dict, name: str, weight: float, value: torch.Tensor) -> torch.Tensor:
+        """``total + weight · value``, logging ``value`` as ``terms[name]``."""
+        terms[name] = value.detach()
+        return total + weight * value
+
     def discriminator_loss(self, discriminate, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor):
         out_real = discriminate(real, labels)
         out_fake = discriminate(fake, labels)
         adv = sum(hinge_discriminator_loss(r.float(), f.float()) for r, f in zip(out_real["scores"], out_fake["scores"]))
         total, terms = adv, {"d_adv": adv.detach()}
         if self.recon_weight > 0:
-            recon = self.reconstruction(out_real)
-            total = total + self.recon_weight * recon
-            terms["d_recon"] = recon.detach()
+            total = self._add(total, terms, "d_recon", self.recon_weight, self.reconstruction(out_real))
         if self.ccl_weight > 0:
-            ccl = self.contrastive(out_real, labels)
-            total = total + self.ccl_weight * ccl
-            terms["d_ccl"] = ccl.detach()
+            total = self._add(total, terms, "d_ccl", self.ccl_weight, self.contrastive(out_real, labels))
         terms["d_loss"] = total.detach()
         return total, terms
 
@@ -108,9 +110,7 @@ class AttributeGANObjective(nn.Module):
         adv = sum(hinge_generator_loss(sc.float()) for sc in out["scores"])
         total, terms = adv, {"g_adv": adv.detach()}
         if self.ccl_weight > 0:
-            ccl = self.contrastive(out, labels)
-            total = total + self.ccl_weight * ccl
-            terms["g_ccl"] = ccl.detach()
+            total = self._add(total, terms, "g_ccl", self.ccl_weight, self.contrastive(out, labels))
         terms["g_loss"] = total.detach()
         return total, terms
 
