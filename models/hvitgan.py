@@ -80,7 +80,7 @@ from histaug.utils import PipelineError
 from .diffaug import PAPER_POLICY, DiffAugment, parse_policy
 from .hvitgan_objective import HViTGANObjective
 from .registry import GANParts, register_family
-from .vit_layers import ConditionalLayerNorm, MultiHeadSelfAttention, TransformerEncoder, _init_weights, map_to_tokens, tokens_to_map
+from .vit_layers import ConditionalLayerNorm, MultiHeadSelfAttention, TransformerEncoder, init_vit_weights, map_to_tokens, tokens_to_map
 
 N_STAGES = 4
 N_D_PATCH_SCALES = 3
@@ -306,7 +306,7 @@ class HViTGANGenerator(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.to_rgb = nn.Linear(dim, 3)
 
-        self.apply(_init_weights)
+        self.apply(init_vit_weights)
         for p in [self.pos_embed, *(s.pos_embed for s in self.stages)]:
             nn.init.trunc_normal_(p, std=0.02)
 
@@ -441,7 +441,7 @@ class HViTGANDiscriminator(nn.Module):
         self.class_head = nn.Linear(embed_dim, num_classes)
         self.source_head = nn.Linear(embed_dim, 1)
 
-        self.apply(_init_weights)
+        self.apply(init_vit_weights)
         for p in [*self.pos_embeds, self.class_token, self.source_token]:
             nn.init.trunc_normal_(p, std=0.02)
 

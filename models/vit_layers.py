@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from histaug.utils import PipelineError
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_vit_weights(module: nn.Module) -> None:
     """TransGAN initialisation: truncated normal (std 0.02) linear weights, zero biases, unit LN."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
